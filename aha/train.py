@@ -1,0 +1,179 @@
+"""One training process of a recipe: what `accelerate launch` (or plain python) runs on every rank.
+
+    accelerate launch --config_file accelerate_configs/ddp.yaml --num_processes 2 -m aha.train RECIPE [--key value]
+    aha train recipes/tiny/grpo-arith.yaml --max_steps 5        # one process, no launcher
+
+Most users run `aha launch RECIPE` (or `make train RECIPE=...`), which plans the topology and calls this.
+Everything below the recipe is TRL: GRPOTrainer (or SFTTrainer for a warm-up), TensorBoard logging under
+`<output_dir>/tensorboard`, checkpoints under `<output_dir>/checkpoint-<step>`; a rerun resumes from the newest one.
+At the end the model and tokenizer go to `output_dir` and `summary.json` records what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aha.recipe import Recipe, RecipeError, load
+
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_SUBDIR = "tensorboard"
+
+
+def world_size() -> int:
+    """Training ranks of this run as the launcher set them up (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    model = recipe.model
+    tokenizer = AutoTokenizer.from_pretrained(model.model_name_or_path, revision=model.model_revision)
+    if recipe.prompt.chat_template:
+        tokenizer.chat_template = Path(recipe.prompt.chat_template).read_text()
+    if tokenizer.pad_token is None:  # batched generation needs one; eos is the conventional stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right
+    return tokenizer
+
+
+def model_init_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """How the trainer loads the model, from the recipe's model section (ModelConfig)."""
+    model = recipe.model
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {"revision": model.model_revision, "dtype": model.dtype}
+    if model.attn_implementation is not None:
+        kwargs["attn_implementation"] = model.attn_implementation
+    quantization = get_quantization_config(model)  # None unless load_in_4bit / load_in_8bit
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # one GPU per rank
+    return kwargs
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest complete checkpoint in `output_dir`, or None for a fresh run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not os.path.isdir(output_dir):
+        return None
+    return get_last_checkpoint(output_dir)
+
+
+def build_trainer(recipe: Recipe, callbacks: list | None = None):
+    """The TRL trainer the recipe describes. The dataset is built before the model loads, so data errors are cheap."""
+    from trl import get_peft_config
+
+    import rewards
+
+    training = recipe.training
+    tokenizer = load_tokenizer(recipe)
+    if training.model_init_kwargs is None:
+        training.model_init_kwargs = model_init_kwargs(recipe)
+    peft_config = get_peft_config(recipe.model)
+    if recipe.is_grpo:
+        from trl import GRPOTrainer
+
+        from aha.data import grpo_dataset
+
+        train_dataset = grpo_dataset(recipe.dataset, recipe.prompt, tokenizer, recipe.dataset.dataset_train_split)
+        assert recipe.rewards is not None
+        options = recipe.rewards.reward_options or {}
+        reward_funcs = [rewards.get(name, **options.get(name, {})) for name in recipe.rewards.reward_funcs]
+        return GRPOTrainer(
+            model=recipe.model.model_name_or_path,
+            reward_funcs=reward_funcs,
+            args=training,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+    from trl import SFTTrainer
+
+    from aha.data import sft_dataset
+
+    train_dataset = sft_dataset(recipe.dataset, recipe.prompt, recipe.dataset.dataset_train_split)
+    return SFTTrainer(
+        model=recipe.model.model_name_or_path,
+        args=training,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str | None) -> Path:
+    history = trainer.state.log_history
+    train_logs = [entry for entry in history if "loss" in entry or "reward" in entry]
+    summary = {
+        "recipe": recipe.path,
+        "trainer": recipe.launch.trainer,
+        "model": recipe.model.model_name_or_path,
+        "dataset": recipe.dataset.dataset_name,
+        "output_dir": recipe.training.output_dir,
+        "tensorboard_dir": os.environ.get("TENSORBOARD_LOGGING_DIR"),
+        "processes": world_size(),
+        "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": resumed_from,
+        "wall_time_s": round(wall_time_s, 2),
+        "final_metrics": train_logs[-1] if train_logs else {},
+        "train_summary": next((e for e in reversed(history) if "train_runtime" in e), {}),
+    }
+    path = Path(recipe.training.output_dir) / SUMMARY_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a summary
+    return path
+
+
+def run(recipe: Recipe) -> Path:
+    start = time.perf_counter()
+    output_dir = recipe.training.output_dir
+    # TensorBoard's folder comes from this variable in transformers 5 (TrainingArguments lost logging_dir)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(output_dir, TENSORBOARD_SUBDIR))
+    resume = recipe.training.resume_from_checkpoint or last_checkpoint(output_dir)
+    trainer = build_trainer(recipe)
+    if resume and is_main_process():
+        print(f"aha: resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(output_dir)  # gathers ZeRO-3 shards; writes the tokenizer too
+    summary = Path(output_dir) / SUMMARY_FILE
+    if trainer.accelerator.is_main_process:
+        summary = write_summary(recipe, trainer, time.perf_counter() - start, resume)
+        print(
+            f"aha: model -> {output_dir}\naha: tensorboard -> {os.environ['TENSORBOARD_LOGGING_DIR']}\n"
+            f"aha: summary -> {summary}",
+            flush=True,
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        recipe = load(argv[0], argv[1:], processes=world_size())
+    except RecipeError as err:
+        print(f"aha train: {argv[0]}: {err}", file=sys.stderr)
+        return 2
+    run(recipe)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
