@@ -398,11 +398,15 @@ def _batch_fields(config_type: type) -> type:
     return dataclasses.make_dataclass("BatchFields", fields_)
 
 
-def load(path: str, overrides: typing.Sequence[str] = (), *, processes: int | None = None) -> Recipe:
+def load(
+    path: str, overrides: typing.Sequence[str] = (), *, processes: int | None = None, require_model: bool = True
+) -> Recipe:
     """Parse and validate a recipe. `overrides` are CLI flags (`--max_steps 5`) that win over the YAML.
 
     `processes`: the number of training ranks to validate for. None means the recipe's own target topology
-    (`aha check`); the launcher passes its plan's count; a training process passes its real world size."""
+    (`aha check`); the launcher passes its plan's count; a training process passes its real world size.
+    `require_model`: a local model folder must exist. `aha check` turns it off: a recipe whose model is built by an
+    earlier stage (the warm start) is valid before that stage ran; it reports the missing folder as a note."""
     config = read_yaml(path)
     overrides = list(overrides)
     trainer = overrides[overrides.index("--trainer") + 1] if "--trainer" in overrides[:-1] else config.get("trainer")
@@ -443,7 +447,7 @@ def load(path: str, overrides: typing.Sequence[str] = (), *, processes: int | No
         dataset, prompt, launch, training, model = sections
         reward = None
     recipe = Recipe(path, dataset, prompt, launch, model, training, reward)
-    validate(recipe)
+    validate(recipe, require_model=require_model)
     return recipe
 
 
@@ -517,22 +521,28 @@ def validate_batch(batch: Any, processes: int) -> None:
         raise RecipeError("num_generations", problem)
 
 
-def validate(recipe: Recipe) -> None:
+def missing_model_message(model_name_or_path: str) -> str | None:
+    """Why a local model folder cannot be loaded, with the fix; None when it exists or is a hub id."""
+    if not looks_like_local_path(model_name_or_path) or os.path.isdir(model_name_or_path):
+        return None
+    hint = (
+        " Build it with `make warmup` (tiny model + supervised warm start)."
+        if "artifacts/" in model_name_or_path
+        else ""
+    )
+    return f"local model folder {model_name_or_path!r} does not exist.{hint}"
+
+
+def validate(recipe: Recipe, *, require_model: bool = True) -> None:
     """Rules across sections, checked once every section parsed."""
     launch, training, model = recipe.launch, recipe.training, recipe.model
     if not model.model_name_or_path:
         raise RecipeError(
             "model_name_or_path", "set the model: a hub id (Qwen/Qwen2.5-0.5B-Instruct) or a local folder."
         )
-    if looks_like_local_path(model.model_name_or_path) and not os.path.isdir(model.model_name_or_path):
-        hint = (
-            " Build it with `make warmup` (tiny model + supervised warm start)."
-            if "artifacts/" in model.model_name_or_path
-            else ""
-        )
-        raise RecipeError(
-            "model_name_or_path", f"local model folder {model.model_name_or_path!r} does not exist.{hint}"
-        )
+    missing = missing_model_message(model.model_name_or_path)
+    if missing and require_model:
+        raise RecipeError("model_name_or_path", missing)
     if launch.gpus_per_node == 0:
         if not training.use_cpu:
             raise RecipeError("use_cpu", "a CPU recipe (gpus_per_node: 0) must say `use_cpu: true`.")
@@ -599,10 +609,13 @@ def check_main(argv: list[str]) -> int:
     start = time.perf_counter()
     path, overrides = argv[0], argv[1:]
     try:
-        recipe = load(path, overrides)
+        recipe = load(path, overrides, require_model=False)
     except RecipeError as err:
         print(f"aha check: {path}: {err}", file=sys.stderr)
         return 2
+    missing = missing_model_message(recipe.model.model_name_or_path)
+    if missing:
+        print(f"note: model_name_or_path: {missing} Training will need it.")
     processes = recipe.launch.training_processes()
     where = (
         f"{recipe.launch.num_nodes} node(s) x {recipe.launch.gpus_per_node} GPUs"
