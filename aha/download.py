@@ -130,21 +130,24 @@ def _download_dataset(name: str, config: str | None) -> dict[str, int]:
 
 
 def _hub_failure(kind: str, name: str, err: Exception) -> str:
+    """One line that says what went wrong with a hub download and how to fix it."""
+    from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    cause = f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     if isinstance(err, GatedRepoError):
-        return f"{kind} {name!r} is gated: accept its terms on the hub and set HF_TOKEN ({err.__class__.__name__})."
-    if isinstance(err, RepositoryNotFoundError):
+        return f"{kind} {name!r} is gated: accept its terms on the hub and set HF_TOKEN ({cause})."
+    if isinstance(err, (RepositoryNotFoundError, DatasetNotFoundError)):
         return (
             f"{kind} {name!r} is not on the hub (or is private: set HF_TOKEN) and is not a local path here; if it is "
-            "a folder an earlier step builds, build it first."
+            f"a folder an earlier step builds, build it first ({cause})."
         )
-    if isinstance(err, LocalEntryNotFoundError) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
+    if isinstance(err, (LocalEntryNotFoundError, ConnectionError)):
         return (
-            f"{kind} {name!r} is not in the cache and the hub cannot be reached (HF_HUB_OFFLINE or no network): run "
-            f"`aha download` where the hub is reachable, with the same HF_HOME. ({err.__class__.__name__}: {err})"
+            f"{kind} {name!r} is not in the cache and the hub cannot be reached (HF_HUB_OFFLINE=1 or no network): run "
+            f"`aha download` where the hub is reachable, with the same HF_HOME ({cause})."
         )
-    return f"{kind} {name!r}: download failed: {err.__class__.__name__}: {err}"
+    return f"{kind} {name!r}: download failed ({cause})."
 
 
 def prefetch(
@@ -255,7 +258,9 @@ def main(argv: list[str]) -> int:
     from aha.recipe import load  # imported here: loading a recipe pulls in trl, which --help does not need
 
     try:
-        recipe = load(args.recipe, overrides)
+        # a local model folder an earlier stage builds is reported below (exit 1), not refused: the dataset is still
+        # worth fetching
+        recipe = load(args.recipe, overrides, require_model=False)
         report = prefetch(
             recipe.model.model_name_or_path,
             recipe.dataset.dataset_name,

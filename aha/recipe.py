@@ -238,13 +238,13 @@ class LaunchArguments:
         if not 0.0 < self.vllm_server_gpu_memory_utilization <= 1.0:
             raise RecipeError("vllm_server_gpu_memory_utilization", "must be in (0, 1], e.g. 0.9.")
 
-    def training_processes(self) -> int:
+    def training_processes(self, vllm_server: bool = True) -> int:
         """Training ranks of the target topology: CPU ranks; GPUs minus the vLLM server's (one node) or minus the
-        whole last node (several nodes)."""
+        whole last node (several nodes, when a vLLM server runs: `vllm_server`; otherwise every node trains)."""
         if self.gpus_per_node == 0:
             return self.cpu_processes
         if self.num_nodes > 1:
-            return (self.num_nodes - 1) * self.gpus_per_node
+            return (self.num_nodes - 1 if vllm_server else self.num_nodes) * self.gpus_per_node
         return self.gpus_per_node - self.vllm_server_gpus
 
 
@@ -378,6 +378,8 @@ class _RecipeParser:
         return Parser(types_)
 
 
+# GRPOConfig keys that decide whether a vLLM server takes GPUs away from training (read with the batch keys)
+VLLM_MODE_KEYS = ("use_vllm", "vllm_mode")
 BATCH_KEYS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
@@ -393,7 +395,7 @@ def _batch_fields(config_type: type) -> type:
     fields_ = [
         (f.name, f.type, field(default=f.default, metadata=f.metadata))
         for f in dataclasses.fields(config_type)
-        if f.name in BATCH_KEYS
+        if f.name in BATCH_KEYS + VLLM_MODE_KEYS
     ]
     return dataclasses.make_dataclass("BatchFields", fields_)
 
@@ -425,9 +427,10 @@ def load(
         raise
     except ValueError as err:
         raise RecipeError(None, str(err)) from err
+    vllm_server = bool(getattr(batch, "use_vllm", False)) and getattr(batch, "vllm_mode", None) == "server"
     if processes is None:
-        processes = launch.training_processes()
-    validate_topology(launch, processes)
+        processes = launch.training_processes(vllm_server)
+    validate_topology(launch, processes, vllm_server=vllm_server)
     if trainer == "grpo":
         validate_batch(batch, processes)
 
@@ -448,7 +451,24 @@ def load(
         reward = None
     recipe = Recipe(path, dataset, prompt, launch, model, training, reward)
     validate(recipe, require_model=require_model)
+    if trainer == "grpo":
+        explicit = set(config) | {o[2:].split("=")[0] for o in overrides if o.startswith("--")}
+        validate_vllm_keys(training, explicit)
     return recipe
+
+
+def launch_section(path: str, overrides: typing.Sequence[str] = ()) -> LaunchArguments:
+    """Only the launch section (with overrides): what the launcher needs to look at the hardware before it knows how
+    many ranks to validate the whole recipe for."""
+    try:
+        launch, _ = _RecipeParser((LaunchArguments,)).parse_args_and_config(
+            ["--config", path, *overrides], return_remaining_strings=True
+        )
+    except RecipeError:
+        raise
+    except ValueError as err:
+        raise RecipeError(None, str(err)) from err
+    return launch
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -477,8 +497,9 @@ def batch_rule_error(per_device: int, processes: int, steps_per_generation: int,
     )
 
 
-def validate_topology(launch: LaunchArguments, processes: int) -> None:
-    """Rules of the hardware layout, for a run with `processes` training ranks."""
+def validate_topology(launch: LaunchArguments, processes: int, *, vllm_server: bool = True) -> None:
+    """Rules of the hardware layout, for a run with `processes` training ranks (`vllm_server`: a vLLM server runs,
+    i.e. `use_vllm` with `vllm_mode: server`)."""
     if processes < 1:
         raise RecipeError(
             "vllm_server_gpus",
@@ -491,7 +512,7 @@ def validate_topology(launch: LaunchArguments, processes: int) -> None:
             f"{launch.vllm_server_gpus} server GPUs but vllm_server_tensor_parallel_size x "
             f"vllm_server_data_parallel_size = {server}; make them equal.",
         )
-    if launch.gpus_per_node and launch.num_nodes > 1 and server != launch.gpus_per_node:
+    if launch.gpus_per_node and launch.num_nodes > 1 and vllm_server and server != launch.gpus_per_node:
         raise RecipeError(
             "vllm_server_tensor_parallel_size",
             f"the last node serves vLLM with all its {launch.gpus_per_node} GPUs, but tensor x data parallel = "
@@ -531,6 +552,39 @@ def missing_model_message(model_name_or_path: str) -> str | None:
         else ""
     )
     return f"local model folder {model_name_or_path!r} does not exist.{hint}"
+
+
+# vLLM keys that only mean something in one mode: GRPOConfig's act on colocate engines, ours on the server command
+COLOCATE_ONLY_KEYS = {
+    "vllm_gpu_memory_utilization": "vllm_server_gpu_memory_utilization",
+    "vllm_max_model_length": "vllm_server_max_model_len",
+    "vllm_tensor_parallel_size": "vllm_server_tensor_parallel_size",
+}
+SERVER_ONLY_KEYS = (
+    "vllm_server_gpus",
+    "vllm_server_tensor_parallel_size",
+    "vllm_server_data_parallel_size",
+    "vllm_server_gpu_memory_utilization",
+    "vllm_server_max_model_len",
+)
+
+
+def validate_vllm_keys(training: Any, explicit: set[str]) -> None:
+    """A vLLM key the recipe sets (`explicit`: keys in the YAML or on the command line) must act in its mode; in the
+    wrong one it would be silently ignored (e.g. a memory limit meant for the server)."""
+    server = training.use_vllm and training.vllm_mode == "server"
+    colocate = training.use_vllm and training.vllm_mode == "colocate"
+    for key, server_key in COLOCATE_ONLY_KEYS.items():
+        if server and key in explicit:
+            raise RecipeError(
+                key, f"applies to colocate mode only; the vLLM server's setting is {server_key}: set that instead."
+            )
+    for key in SERVER_ONLY_KEYS:
+        if not server and key in explicit and key != "vllm_server_gpus":
+            where = "colocate mode" if colocate else "a run without vLLM (use_vllm: false)"
+            colocate_key = next((k for k, v in COLOCATE_ONLY_KEYS.items() if v == key), None)
+            hint = f" (colocate mode's is {colocate_key})" if colocate_key and colocate else ""
+            raise RecipeError(key, f"sets the vLLM server, which {where} does not start; remove it{hint}.")
 
 
 def validate(recipe: Recipe, *, require_model: bool = True) -> None:

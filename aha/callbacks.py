@@ -1,0 +1,116 @@
+"""Trainer callbacks every aha run gets: `default_callbacks(recipe)` is what `aha.train` passes to the trainer.
+
+- `SaveOnSigterm`: SIGTERM (Slurm preemption or time limit, `aha launch` stopping a run, `kill`) finishes the current
+  optimizer step, saves a checkpoint and stops; rerunning the same command resumes from it.
+- `MarkCompleteCheckpoints`: writes `aha-complete.json` into a checkpoint once every rank has written its part.
+  A checkpoint folder without it was cut off mid-write, and `aha.train` never resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+COMPLETE_MARKER = "aha-complete.json"
+# exit status of a run stopped by SIGTERM after saving (128 + signal number, what a shell reports for it)
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+def _distributed() -> Any:
+    """torch.distributed when this process is one rank of several, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is True on at least one: ranks must agree on stopping, or the ones that go on
+    wait forever in the next collective."""
+    dist = _distributed()
+    if dist is None:
+        return flag
+    import torch
+
+    # NCCL reduces CUDA tensors only; gloo (CPU runs) reduces CPU tensors
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+class SaveOnSigterm(TrainerCallback):
+    """On SIGTERM: finish the optimizer step under way, save a checkpoint, stop training.
+
+    The handler only records the signal; the step end (where the trainer can save) acts on it. Before training starts
+    (model loading) SIGTERM keeps its default effect: there is nothing to save yet. `received` tells `aha.train` to
+    skip the final model save and exit with `SIGTERM_EXIT_CODE`."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.stopped_at_step: int | None = None
+        self._previous_handler: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        print(f"aha: SIGTERM received (pid {os.getpid()}): saving a checkpoint after this step", file=sys.stderr)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._previous_handler = signal.signal(signal.SIGTERM, self._handle)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if _any_rank(self.received):
+            self.received = True
+            self.stopped_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """After a checkpoint save: wait for every rank (each writes its own optimizer shards and RNG state), then the
+    main process writes the marker atomically (temporary file, fsync, rename)."""
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        dist = _distributed()
+        if dist is not None:
+            dist.barrier()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_complete_marker(folder, state.global_step)
+        if dist is not None:
+            dist.barrier()  # no rank goes on (or exits) before the marker exists
+
+
+def write_complete_marker(folder: Path, step: int) -> None:
+    marker = folder / COMPLETE_MARKER
+    tmp = marker.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"global_step": step}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, marker)
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+def default_callbacks(recipe: Any) -> list[TrainerCallback]:
+    """The callbacks of every run of `recipe` (an `aha.recipe.Recipe`)."""
+    return [SaveOnSigterm(), MarkCompleteCheckpoints()]
+
+
+def sigterm_callback(callbacks: list[TrainerCallback]) -> SaveOnSigterm | None:
+    return next((c for c in callbacks if isinstance(c, SaveOnSigterm)), None)

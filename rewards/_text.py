@@ -1,0 +1,116 @@
+"""Shared plumbing for reward functions: completion text, answer blocks, dataset columns, the per-completion guard.
+
+Nothing here imports the `aha` package or any heavy library: `import rewards` must stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+logger = logging.getLogger("rewards")
+
+# A tag name as it appears in `<name>` and `</name>`.
+TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+# Per reward name: how many completions raised inside a scorer and were scored None instead. A reward that raises
+# kills a training run hours in; one unscorable completion does not. Tests assert this stays empty.
+caught_errors: Counter[str] = Counter()
+
+Row = TypeVar("Row")
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string as is, or the content of the last assistant message of a conversation
+    (a message without a role counts as the assistant's).
+
+    Content given as a list of parts (`[{"type": "text", "text": ...}]`) is joined. Anything unreadable gives "",
+    which every text reward scores as a wrong answer.
+    """
+    if isinstance(completion, str):
+        return completion
+    if not isinstance(completion, Sequence) or not completion:
+        return ""
+    # the model's own turns only: a user or tool message inside a completion is not the model's text
+    own = [m for m in completion if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant"]
+    if not own:
+        return ""
+    content = own[-1].get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [part.get("text") for part in content if isinstance(part, Mapping)]
+        return "".join(part for part in parts if isinstance(part, str))
+    return ""
+
+
+def tag_pair(name: str) -> tuple[str, str]:
+    """The opening and closing tag for `name`: ("<answer>", "</answer>")."""
+    return f"<{name}>", f"</{name}>"
+
+
+def answer_block(text: str, tag: str = "answer") -> str | None:
+    """The content of the one `<tag>...</tag>` block, or None when there is none, it is unclosed, or there are several.
+
+    Several answer blocks are no answer: a completion must commit to one (and cannot list guesses).
+    """
+    opening, closing = tag_pair(tag)
+    if text.count(opening) != 1 or text.count(closing) != 1:
+        return None
+    start, end = text.find(opening), text.find(closing)
+    if end < start:
+        return None
+    return text[start + len(opening) : end]
+
+
+def check_tag_name(option: str, value: str) -> None:
+    if not TAG_NAME.fullmatch(value):
+        raise ValueError(
+            f"option {option}={value!r} is not a tag name: use letters, digits, '_', '.', '-' (up to 32, starting "
+            f"with a letter), without angle brackets, e.g. {option}: think"
+        )
+
+
+def texts_of(completions: Any, reward_name: str) -> list[str]:
+    """The text of each completion; a bare string or a non-sequence is a caller error, not a completion."""
+    if isinstance(completions, str | bytes) or not isinstance(completions, Sequence):
+        raise TypeError(
+            f"{reward_name}: completions must be a list (of strings, or of message lists), got "
+            f"{type(completions).__name__}; wrap a single completion as [completion]"
+        )
+    return [completion_text(completion) for completion in completions]
+
+
+def column(columns: Mapping[str, Any], key: str, count: int, reward_name: str, meaning: str) -> Sequence[Any]:
+    """Dataset column `key` (one value per completion, as TRL passes it), checked for presence and length."""
+    if key not in columns or columns[key] is None:
+        present = sorted(name for name in columns if name not in {"prompts", "completion_ids"})
+        raise ValueError(
+            f"{reward_name} needs the dataset column {key!r} ({meaning}), one value per completion; the columns "
+            f"passed were {present}. Add the column to the dataset or rename yours to {key!r}."
+        )
+    values = columns[key]
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) != count:
+        length = len(values) if isinstance(values, Sequence) else type(values).__name__
+        raise ValueError(
+            f"{reward_name}: column {key!r} must be a list with one value per completion ({count}), got {length}; "
+            f"pass it as TRL does, e.g. {key}=[value_for_completion_0, ...]"
+        )
+    return values
+
+
+def guarded(reward_name: str, score_one: Callable[..., float | None], *rows: Sequence[Any]) -> list[float | None]:
+    """Apply `score_one` to each row; a completion that makes it raise is scored None (and counted), never raised."""
+    scores: list[float | None] = []
+    for row in zip(*rows, strict=True):
+        try:
+            scores.append(score_one(*row))
+        except Exception as error:  # a reward must not kill the run: see caught_errors
+            caught_errors[reward_name] += 1
+            if caught_errors[reward_name] <= 3:
+                logger.warning("%s could not score a completion (%s: %s); scored None", reward_name, type(error), error)
+            scores.append(None)
+    return scores

@@ -1,0 +1,186 @@
+"""Format rewards: one reasoning block then one answer block (`think_format`), per-tag credit (`tag_count`), and
+explicit step structure (`reasoning_steps`).
+
+All scanning is `str.count`/`str.find` or a regex without nested repetition: linear in the completion's length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rewards._text import check_tag_name, guarded, tag_pair, texts_of
+
+
+@dataclass(frozen=True)
+class ThinkFormatOptions:
+    """think_tag/answer_tag: tag names (`reasoning` for `<reasoning>/<answer>` prompts). strict: the layout must be
+    exactly `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>` (one optional final newline). prefill: the text the
+    prompt already holds at the start of the assistant turn (e.g. "<think>\\n"); the completion is scored as
+    prefill + completion."""
+
+    think_tag: str = "think"
+    answer_tag: str = "answer"
+    strict: bool = False
+    prefill: str = ""
+
+    def __post_init__(self) -> None:
+        check_tag_name("think_tag", self.think_tag)
+        check_tag_name("answer_tag", self.answer_tag)
+        if self.think_tag == self.answer_tag:
+            raise ValueError(f"think_tag and answer_tag are both {self.think_tag!r}: give them different names")
+
+
+def _blank(text: str) -> bool:
+    return not text.strip()
+
+
+def _one_think_one_answer(text: str, options: ThinkFormatOptions) -> bool:
+    think_open, think_close = tag_pair(options.think_tag)
+    answer_open, answer_close = tag_pair(options.answer_tag)
+    tags = (think_open, think_close, answer_open, answer_close)
+    # Exactly one of each tag: a second think block, a nested block or a stray tag in the prose all fail here.
+    if any(text.count(tag) != 1 for tag in tags):
+        return False
+    i_think_open, i_think_close, i_answer_open, i_answer_close = (text.find(tag) for tag in tags)
+    if not i_think_open < i_think_close < i_answer_open < i_answer_close:
+        return False
+    think_start = i_think_open + len(think_open)
+    answer_start = i_answer_open + len(answer_open)
+    answer_end = i_answer_close + len(answer_close)
+    thinking = text[think_start:i_think_close]
+    answer = text[answer_start:i_answer_close]
+    if options.strict:
+        return (
+            i_think_open == 0
+            and thinking.startswith("\n")
+            and thinking.endswith("\n")
+            and not _blank(thinking)
+            and text[i_think_close + len(think_close) : i_answer_open] == "\n"
+            and answer.startswith("\n")
+            and answer.endswith("\n")
+            and not _blank(answer)
+            and text[answer_end:] in ("", "\n")
+        )
+    return (
+        _blank(text[:i_think_open])
+        and not _blank(thinking)
+        and _blank(text[i_think_close + len(think_close) : i_answer_open])
+        and not _blank(answer)
+        and _blank(text[answer_end:])
+    )
+
+
+def score_think_format(
+    completions: Any, columns: Mapping[str, Any], options: ThinkFormatOptions, name: str = "think_format"
+) -> list[float | None]:
+    texts = texts_of(completions, name)
+    return guarded(name, lambda text: 1.0 if _one_think_one_answer(options.prefill + text, options) else 0.0, texts)
+
+
+_THINK_FORMAT_DEFAULTS = ThinkFormatOptions()
+
+
+def think_format(completions: Any, **kwargs: Any) -> list[float | None]:
+    """1.0 when the completion is one `<think>` block followed by one `<answer>` block (whitespace around and between
+    them allowed, both non-blank), else 0.0. Thinking may span lines; two think blocks or any repeated tag score 0.0.
+    """
+    return score_think_format(completions, kwargs, _THINK_FORMAT_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class TagCountOptions:
+    """per_tag: credit for each of the four tags present exactly once. trailing_penalty: subtracted per character of
+    non-whitespace-trimmed text after the closing answer tag; the total never goes below 0. Tags and prefill as for
+    think_format."""
+
+    think_tag: str = "think"
+    answer_tag: str = "answer"
+    prefill: str = ""
+    per_tag: float = 0.25
+    trailing_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_tag_name("think_tag", self.think_tag)
+        check_tag_name("answer_tag", self.answer_tag)
+        if self.think_tag == self.answer_tag:
+            raise ValueError(f"think_tag and answer_tag are both {self.think_tag!r}: give them different names")
+        if self.per_tag <= 0:
+            raise ValueError(f"per_tag must be > 0 (credit per tag), got {self.per_tag}")
+        if self.trailing_penalty < 0:
+            raise ValueError(
+                f"trailing_penalty must be >= 0 (subtracted per trailing character), got {self.trailing_penalty}"
+            )
+
+
+def _tag_credit(text: str, options: TagCountOptions) -> float:
+    think_open, think_close = tag_pair(options.think_tag)
+    answer_open, answer_close = tag_pair(options.answer_tag)
+    present_once = sum(text.count(tag) == 1 for tag in (think_open, think_close, answer_open, answer_close))
+    credit = options.per_tag * present_once
+    end = text.rfind(answer_close)
+    if options.trailing_penalty and end >= 0:
+        trailing = len(text[end + len(answer_close) :].strip())
+        credit -= options.trailing_penalty * trailing
+    return max(credit, 0.0)
+
+
+def score_tag_count(
+    completions: Any, columns: Mapping[str, Any], options: TagCountOptions, name: str = "tag_count"
+) -> list[float | None]:
+    texts = texts_of(completions, name)
+    return guarded(name, lambda text: _tag_credit(options.prefill + text, options), texts)
+
+
+_TAG_COUNT_DEFAULTS = TagCountOptions()
+
+
+def tag_count(completions: Any, **kwargs: Any) -> list[float | None]:
+    """0.25 for each of `<think>`, `</think>`, `<answer>`, `</answer>` present exactly once (0.0 to 1.0)."""
+    return score_tag_count(completions, kwargs, _TAG_COUNT_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class ReasoningStepsOptions:
+    """min_steps: the number of step markers that earns full credit; fewer earn min(1, markers / min_steps)."""
+
+    min_steps: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= 100:
+            raise ValueError(f"min_steps must be between 1 and 100, got {self.min_steps}")
+
+
+# A step marker: "Step 2:" / "2." / "2)" / "- " / "* " at a line start, or "First," "Next," "Finally," ... anywhere.
+# `[ \t]*` (not `\s*`) after `^` keeps the scan linear on long runs of blank lines.
+_STEP_MARKER = re.compile(
+    r"^[ \t]*(?:step[ \t]*[0-9]{1,3}[ \t]*[:.)]|[0-9]{1,3}[.)][ \t]|[-*•][ \t])"
+    r"|\b(?:first|second|third|next|then|finally),",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _step_credit(text: str, min_steps: int) -> float:
+    markers = 0
+    for _ in _STEP_MARKER.finditer(text):
+        markers += 1
+        if markers >= min_steps:  # credit saturates: stop scanning
+            return 1.0
+    return markers / min_steps
+
+
+def score_reasoning_steps(
+    completions: Any, columns: Mapping[str, Any], options: ReasoningStepsOptions, name: str = "reasoning_steps"
+) -> list[float | None]:
+    texts = texts_of(completions, name)
+    return guarded(name, lambda text: _step_credit(text, options.min_steps), texts)
+
+
+_REASONING_STEPS_DEFAULTS = ReasoningStepsOptions()
+
+
+def reasoning_steps(completions: Any, **kwargs: Any) -> list[float | None]:
+    """min(1, markers / 3) where markers counts explicit steps ("Step 1:", "1.", "- ", "First,", "Finally," ...)."""
+    return score_reasoning_steps(completions, kwargs, _REASONING_STEPS_DEFAULTS)

@@ -1,0 +1,233 @@
+"""The registry: names, options, dotted paths, errors that say what is valid, pickling, threads, import cost."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import rewards
+from rewards import _text
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = [
+    "countdown_equation",
+    "gsm8k_accuracy",
+    "integer_answer",
+    "reasoning_steps",
+    "soft_overlong",
+    "tag_count",
+    "think_format",
+]
+# Options for each registered reward that bind something other than the defaults.
+BOUND_OPTIONS = {
+    "countdown_equation": {"well_formed": 0.1},
+    "gsm8k_accuracy": {"exact_match": 2.0, "correct": 1.5},
+    "integer_answer": {"value": 0.5},
+    "reasoning_steps": {"min_steps": 2},
+    "soft_overlong": {"max_length": 8, "buffer": 4},
+    "tag_count": {"per_tag": 0.125, "trailing_penalty": 0.01},
+    "think_format": {"strict": True, "prefill": "<think>\n", "think_tag": "think"},
+}
+COMPLETIONS = [
+    "<think>\nStep 1: 44 + 19 = 63.\nStep 2: 63 + 35 = 98.\n</think>\n<answer>\n44 + 19 + 35\n</answer>",
+    "\nStep 1: add.\n</think>\n<answer>\n98\n</answer>",
+    [{"role": "assistant", "content": "<think>2 * 49</think><answer>2 \\times 49</answer>"}],
+    "no format at all",
+]
+COLUMNS = {
+    "answer": ["98", "98", "#### 98", "98"],
+    "nums": [[44, 19, 35]] * 4,
+    "target": [98] * 4,
+    "completion_ids": [[1] * 3, [1] * 6, [1] * 8, [1] * 20],
+    "prompts": ["p"] * 4,
+}
+
+
+def test_available_lists_exactly_the_registered_names():
+    assert rewards.available() == NAMES
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if name != "soft_overlong"])
+def test_get_without_options_returns_the_plain_module_function(name):
+    reward = rewards.get(name)
+    assert reward.__name__ == name
+    assert reward.__module__.startswith("rewards.")
+    assert getattr(sys.modules[reward.__module__], name) is reward
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bound_reward_is_named_as_registered_and_picklable(name):
+    reward = rewards.get(name, **BOUND_OPTIONS[name])
+    # TRL names a reward by unwrapping functools.partial and reading __name__: this must be the registered name
+    assert not isinstance(reward, functools.partial)
+    assert reward.__name__ == name
+    scores = reward(COMPLETIONS, **COLUMNS)
+    assert len(scores) == len(COMPLETIONS)
+    restored = pickle.loads(pickle.dumps(reward))
+    assert restored.__name__ == name
+    assert restored(COMPLETIONS, **COLUMNS) == scores
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if name != "soft_overlong"])
+def test_plain_reward_pickles_by_reference(name):
+    reward = rewards.get(name)
+    assert pickle.loads(pickle.dumps(reward)) is reward
+
+
+def test_options_change_scores():
+    strict = rewards.get("think_format", **BOUND_OPTIONS["think_format"])
+    assert strict(COMPLETIONS, **COLUMNS) == [0.0, 1.0, 0.0, 0.0]
+    assert rewards.get("think_format")(COMPLETIONS, **COLUMNS) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_yaml_integers_are_valid_numbers():
+    reward = rewards.get("gsm8k_accuracy", correct=2)
+    assert reward.options.correct == 2.0
+    assert isinstance(reward.options.correct, float)
+
+
+def test_unknown_name_lists_the_registered_names():
+    with pytest.raises(ValueError, match="unknown reward 'accuracy'") as error:
+        rewards.get("accuracy")
+    for name in NAMES:
+        assert name in str(error.value)
+    assert "package.module:function" in str(error.value)
+
+
+BAD_OPTIONS = [
+    # (behaviour, name, options, message pattern)
+    ("unknown option names the valid ones", "think_format", {"strickt": True}, r"no option 'strickt'.*strict=False"),
+    ("wrong type", "think_format", {"strict": "yes"}, r"option strict must be true or false, got 'yes'"),
+    ("bool is not a number", "gsm8k_accuracy", {"correct": True}, r"option correct must be a number"),
+    ("tag with brackets", "think_format", {"think_tag": "<think>"}, r"think_tag='<think>' is not a tag name"),
+    ("same tag twice", "tag_count", {"think_tag": "answer"}, r"both 'answer'"),
+    ("non-positive credit", "tag_count", {"per_tag": 0}, r"per_tag must be > 0"),
+    ("partial credit above full", "countdown_equation", {"well_formed": 1.0}, r"well_formed must be >= 0 and below"),
+    ("required options", "soft_overlong", {"max_length": 10}, r"needs option 'buffer'"),
+    ("out of range", "reasoning_steps", {"min_steps": 0}, r"min_steps must be between 1 and 100"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "pattern"), [case[1:] for case in BAD_OPTIONS], ids=[case[0] for case in BAD_OPTIONS]
+)
+def test_bad_options_raise_value_error_saying_what_is_valid(name, options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        rewards.get(name, **options)
+    with pytest.raises(ValueError, match=pattern):
+        rewards.validate(name, options)
+
+
+def test_validate_accepts_good_names_and_options():
+    for name in NAMES:
+        assert rewards.validate(name, BOUND_OPTIONS[name]) is None
+    assert rewards.validate("think_format") is None
+    assert rewards.validate("think_format", None) is None
+    with pytest.raises(ValueError, match="unknown reward"):
+        rewards.validate("thinking_format", {})
+
+
+USER_MODULE = """
+def brevity(completions, limit=10, **kwargs):
+    return [1.0 if len(str(c)) <= limit else 0.0 for c in completions]
+
+def fixed(completions, value=1.0):
+    return [value for _ in completions]
+
+not_callable = 3
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_user_rewards.py").write_text(textwrap.dedent(USER_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_user_rewards"
+    sys.modules.pop("my_user_rewards", None)
+
+
+def test_dotted_path_loads_a_user_function(user_module):
+    reward = rewards.get(f"{user_module}:brevity")
+    assert reward.__name__ == "brevity"
+    assert reward(["short", "x" * 20]) == [1.0, 0.0]
+
+
+def test_dotted_path_with_options_binds_them(user_module):
+    reward = rewards.get(f"{user_module}:brevity", limit=30)
+    assert reward.__name__ == "brevity"
+    assert reward(["short", "x" * 20], answer=["ignored", "ignored"]) == [1.0, 1.0]
+    assert pickle.loads(pickle.dumps(reward))(["x" * 40]) == [0.0]
+
+
+DOTTED_PATH_ERRORS = [
+    ("missing module", "no_such_module_xyz:f", {}, r"cannot import module 'no_such_module_xyz'"),
+    ("missing function", "my_user_rewards:nope", {}, r"has no function 'nope'.*'brevity'"),
+    ("not callable", "my_user_rewards:not_callable", {}, r"has no function 'not_callable'"),
+    ("unknown option", "my_user_rewards:fixed", {"limit": 3}, r"no option 'limit'.*\['completions', 'value'\]"),
+    ("malformed path", "my_user_rewards:", {}, r"unknown reward"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "pattern"),
+    [case[1:] for case in DOTTED_PATH_ERRORS],
+    ids=[case[0] for case in DOTTED_PATH_ERRORS],
+)
+def test_dotted_path_errors(user_module, path, options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        rewards.validate(path, options)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rewards_are_safe_in_worker_threads(name):
+    reward = rewards.get(name, **BOUND_OPTIONS[name])
+    expected = reward(COMPLETIONS, **COLUMNS)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: reward(COMPLETIONS, **COLUMNS), range(16)))
+    assert all(result == expected for result in results)
+
+
+def test_math_verify_fallback_works_in_a_worker_thread():
+    """math-verify's default signal timeout raises outside the main thread; the reward must run without it."""
+    _text.caught_errors.clear()
+    reward = rewards.get("gsm8k_accuracy", math_verify=True)
+    completions = ["<answer>2 \\times 49</answer>", "<answer>\\frac{196}{2} + 0</answer>", "<answer>97 + 2</answer>"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: reward(completions, answer=["98"] * 3), range(4)))
+    assert results == [[1.0, 1.0, 0.0]] * 4
+    assert not _text.caught_errors
+
+
+IMPORT_PROBE = """
+import sys, time
+start = time.perf_counter()
+import rewards
+seconds = time.perf_counter() - start
+rewards.get("gsm8k_accuracy")(["<answer>$1,000.00</answer>"], answer=["1000"])
+aha_loaded = any(module == "aha" or module.startswith("aha.") for module in sys.modules)
+print(seconds, "math_verify" in sys.modules, "sympy" in sys.modules, aha_loaded)
+"""
+
+
+def test_import_is_fast_and_loads_neither_math_verify_nor_aha():
+    runs = []
+    for _ in range(3):  # the machine is shared: judge the fastest of three fresh interpreters
+        output = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
+        runs.append(output)
+    assert min(float(run[0]) for run in runs) < 0.3
+    assert runs[0][1:] == ["False", "False", "False"], "math_verify / sympy / aha imported"
+
+
+def test_rewards_source_does_not_import_aha():
+    for path in (REPO / "rewards").rglob("*.py"):
+        source = path.read_text()
+        assert "import aha" not in source and "from aha" not in source, path
