@@ -97,5 +97,10 @@ docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGIST
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
 
+bench: $(VLLM_STAMP) ## reward and rollout throughput on this machine, written to bench/*.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench/rewards.py
+	$(BIN)/python scripts/bench/rollout.py
+
 clean: ## remove runs and artifacts (keeps .venv)
 	rm -rf runs artifacts bench

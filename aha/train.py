@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from aha.recipe import Recipe, RecipeError, load
 
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 TENSORBOARD_SUBDIR = "tensorboard"
 
 
@@ -62,12 +64,20 @@ def model_init_kwargs(recipe: Recipe) -> dict[str, Any]:
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    """The newest complete checkpoint in `output_dir`, or None for a fresh run."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in `output_dir`, or None for a fresh run. Complete: every rank finished writing
+    it (aha.callbacks.MarkCompleteCheckpoints); a folder cut off mid-write (a kill during the save) is skipped."""
+    from aha.callbacks import is_complete_checkpoint
 
     if not os.path.isdir(output_dir):
         return None
-    return get_last_checkpoint(output_dir)
+    steps = [(int(m.group(1)), m.group(0)) for m in map(CHECKPOINT_DIR.fullmatch, os.listdir(output_dir)) if m]
+    for _, name in sorted(steps, reverse=True):
+        path = os.path.join(output_dir, name)
+        if is_complete_checkpoint(path):
+            return path
+        if is_main_process():
+            print(f"aha: skipping {path}: incomplete (cut off while saving)", file=sys.stderr, flush=True)
+    return None
 
 
 def build_trainer(recipe: Recipe, callbacks: list | None = None):
@@ -139,16 +149,33 @@ def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str
     return path
 
 
-def run(recipe: Recipe) -> Path:
+def run(recipe: Recipe) -> Path | None:
+    """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint."""
+    from aha.callbacks import default_callbacks, sigterm_callback
+
     start = time.perf_counter()
     output_dir = recipe.training.output_dir
     # TensorBoard's folder comes from this variable in transformers 5 (TrainingArguments lost logging_dir)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(output_dir, TENSORBOARD_SUBDIR))
     resume = recipe.training.resume_from_checkpoint or last_checkpoint(output_dir)
-    trainer = build_trainer(recipe)
+    if recipe.is_grpo and recipe.training.use_vllm and recipe.training.use_cpu:
+        from aha import cpu_weight_sync
+
+        cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
+    callbacks = default_callbacks(recipe)
+    trainer = build_trainer(recipe, callbacks=callbacks)
     if resume and is_main_process():
         print(f"aha: resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
+    preempted = sigterm_callback(callbacks)
+    if preempted is not None and preempted.received:
+        if is_main_process():
+            print(
+                f"aha: stopped by SIGTERM at step {trainer.state.global_step}; checkpoint in {output_dir}; rerun the "
+                "same command to resume",
+                flush=True,
+            )
+        return None
     trainer.save_model(output_dir)  # gathers ZeRO-3 shards; writes the tokenizer too
     summary = Path(output_dir) / SUMMARY_FILE
     if trainer.accelerator.is_main_process:
@@ -171,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"aha train: {argv[0]}: {err}", file=sys.stderr)
         return 2
-    run(recipe)
+    if run(recipe) is None:
+        from aha.callbacks import SIGTERM_EXIT_CODE
+
+        return SIGTERM_EXIT_CODE
     return 0
 
 

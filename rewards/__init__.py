@@ -3,6 +3,7 @@
     import rewards
     rewards.available()                                   # the registered names
     rewards.get("gsm8k_accuracy")                         # the plain function with default options
+    rewards.get("soft_overlong", max_length=256, buffer=64)   # required options: it has no plain form
     rewards.get("think_format", strict=True, prefill="<think>\\n")
     rewards.get("my_pkg.my_rewards:brevity")              # a user's function, by dotted path
     rewards.validate("think_format", {"strict": True})    # checks name and options, runs nothing

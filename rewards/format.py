@@ -17,9 +17,10 @@ from rewards._text import check_tag_name, guarded, tag_pair, texts_of
 @dataclass(frozen=True)
 class ThinkFormatOptions:
     """think_tag/answer_tag: tag names (`reasoning` for `<reasoning>/<answer>` prompts). strict: the layout must be
-    exactly `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>` (one optional final newline). prefill: the text the
-    prompt already holds at the start of the assistant turn (e.g. "<think>\\n"); the completion is scored as
-    prefill + completion."""
+    exactly `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>` or, with the answer inline,
+    `<think>\\n...\\n</think>\\n<answer>...</answer>`, one optional final newline, no other whitespace around the
+    answer. prefill: the text the prompt already holds at the start of the assistant turn (e.g. "<think>\\n"); the
+    completion is scored as prefill + completion."""
 
     think_tag: str = "think"
     answer_tag: str = "answer"
@@ -53,15 +54,16 @@ def _one_think_one_answer(text: str, options: ThinkFormatOptions) -> bool:
     thinking = text[think_start:i_think_close]
     answer = text[answer_start:i_answer_close]
     if options.strict:
+        # the answer on its own lines (open-r1's layout) or inline (`<answer>42</answer>`), nothing in between
+        value = answer[1:-1] if len(answer) >= 2 and answer[0] == answer[-1] == "\n" else answer
         return (
             i_think_open == 0
             and thinking.startswith("\n")
             and thinking.endswith("\n")
             and not _blank(thinking)
             and text[i_think_close + len(think_close) : i_answer_open] == "\n"
-            and answer.startswith("\n")
-            and answer.endswith("\n")
-            and not _blank(answer)
+            and value != ""
+            and value == value.strip()
             and text[answer_end:] in ("", "\n")
         )
     return (

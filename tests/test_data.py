@@ -16,9 +16,14 @@ COUNTDOWN_PROMPT = PromptArguments(system_prompt=None, user_template="Using the 
 
 @pytest.mark.parametrize(
     ("answer", "gold"),
-    [("Step.\n#### 72", "72"), ("#### 1,000", "1000"), ("a\n#### -5", "-5"), ("x #### 3 #### 18", "18"),
-     ("no marker 42", "no marker 42")],
-)  # fmt: skip
+    [
+        ("Step.\n#### 72", "72"),
+        ("#### 1,000", "1000"),
+        ("a\n#### -5", "-5"),
+        ("x #### 3 #### 18", "18"),
+        ("no marker 42", "no marker 42"),
+    ],
+)
 def test_gsm8k_gold_is_the_text_after_the_last_marker(answer, gold):
     assert gsm8k_gold(answer) == gold
 
@@ -43,8 +48,9 @@ def test_local_gsm8k_file_becomes_conversations_with_gold():
 def test_jsonl_with_a_column_mapping(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps({"problem": f"What is {i}+1?", "result": str(i + 1)}) + "\n" for i in range(5)))
-    args = DatasetArguments(dataset_name=str(path), dataset_task="gsm8k",
-                            dataset_columns={"question": "problem", "answer": "result"})  # fmt: skip
+    args = DatasetArguments(
+        dataset_name=str(path), dataset_task="gsm8k", dataset_columns={"question": "problem", "answer": "result"}
+    )
     table = grpo_dataset(args, PROMPT, tokenizer=None, split="train")
     assert table[3]["answer"] == "4"
     assert table[3]["prompt"][-1]["content"] == "What is 3+1?"
@@ -60,10 +66,19 @@ def test_missing_columns_name_the_mapping_key(tmp_path):
 
 def test_generated_countdown_rows_have_nums_and_target():
     args = DatasetArguments(
-        dataset_name="synthetic:countdown", dataset_task="countdown", dataset_test_split="test",
-        dataset_generator={"n_train": 20, "n_test": 5, "seed": 1, "min_numbers": 3, "max_numbers": 4,
-                           "max_number": 50, "max_target": 100},
-    )  # fmt: skip
+        dataset_name="synthetic:countdown",
+        dataset_task="countdown",
+        dataset_test_split="test",
+        dataset_generator={
+            "n_train": 20,
+            "n_test": 5,
+            "seed": 1,
+            "min_numbers": 3,
+            "max_numbers": 4,
+            "max_number": 50,
+            "max_target": 100,
+        },
+    )
     train = grpo_dataset(args, COUNTDOWN_PROMPT, tokenizer=None, split="train")
     test = grpo_dataset(args, COUNTDOWN_PROMPT, tokenizer=None, split="test")
     assert (len(train), len(test)) == (20, 5)
@@ -73,8 +88,9 @@ def test_generated_countdown_rows_have_nums_and_target():
 
 
 def test_generator_options_that_do_not_fit_name_the_key():
-    args = DatasetArguments(dataset_name="synthetic:arith", dataset_task="gsm8k",
-                            dataset_generator={"n_train": 5, "difficulty": 3})  # fmt: skip
+    args = DatasetArguments(
+        dataset_name="synthetic:arith", dataset_task="gsm8k", dataset_generator={"n_train": 5, "difficulty": 3}
+    )
     with pytest.raises(RecipeError, match="dataset_generator"):
         load_rows(args, "train")
 
@@ -91,11 +107,16 @@ def test_prefill_renders_text_that_ends_in_the_prefill(tiny_model):
 
 
 def test_sft_pairs_put_the_worked_solution_in_the_completion():
-    args = DatasetArguments(dataset_name="synthetic:arith", dataset_task="gsm8k",
-                            dataset_generator={"n_train": 4, "n_test": 2, "seed": 0, "max_number": 9,
-                                               "min_ops": 1, "max_ops": 1})  # fmt: skip
-    prompt = PromptArguments(system_prompt=None, user_template="{question}",
-                             completion_template="<think>\n{solution}\n</think>\n<answer>{answer}</answer>")  # fmt: skip
+    args = DatasetArguments(
+        dataset_name="synthetic:arith",
+        dataset_task="gsm8k",
+        dataset_generator={"n_train": 4, "n_test": 2, "seed": 0, "max_number": 9, "min_ops": 1, "max_ops": 1},
+    )
+    prompt = PromptArguments(
+        system_prompt=None,
+        user_template="{question}",
+        completion_template="<think>\n{solution}\n</think>\n<answer>{answer}</answer>",
+    )
     table = sft_dataset(args, prompt, "train")
     completion = table[0]["completion"][0]["content"]
     assert completion.startswith("<think>\n") and completion.endswith("</answer>")

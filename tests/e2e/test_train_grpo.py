@@ -27,11 +27,19 @@ def scalar_tags(tensorboard_dir) -> set[str]:
 def grpo_run(warm_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("grpo")
     recipe = write_recipe(
-        folder, "tiny/grpo-arith.yaml", model_name_or_path=str(warm_model), output_dir=str(folder / "run"),
-        max_steps=2, num_generations=4, per_device_train_batch_size=16, max_completion_length=32, save_steps=1,
-        reward_funcs=["gsm8k_accuracy", "think_format", "tag_count"], reward_weights=[1.0, 0.1, 0.5],
+        folder,
+        "tiny/grpo-arith.yaml",
+        model_name_or_path=str(warm_model),
+        output_dir=str(folder / "run"),
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=32,
+        save_steps=1,
+        reward_funcs=["gsm8k_accuracy", "think_format", "tag_count"],
+        reward_weights=[1.0, 0.1, 0.5],
         learning_rate=1e-3,
-    )  # fmt: skip
+    )
     done = run_aha("train", str(recipe))
     return recipe, folder / "run", done
 
@@ -56,8 +64,14 @@ def test_every_step_had_a_learning_signal(grpo_run):
 def test_reward_scalars_reach_tensorboard(grpo_run):
     _, run, _ = grpo_run
     tags = scalar_tags(run / "tensorboard")
-    for tag in ("train/reward", "train/reward_std", "train/rewards/tag_count/mean",
-                "train/rewards/gsm8k_accuracy/mean", "train/grad_norm", "train/entropy"):  # fmt: skip
+    for tag in (
+        "train/reward",
+        "train/reward_std",
+        "train/rewards/tag_count/mean",
+        "train/rewards/gsm8k_accuracy/mean",
+        "train/grad_norm",
+        "train/entropy",
+    ):
         assert tag in tags, sorted(tags)
 
 
@@ -68,8 +82,12 @@ def test_saved_model_reloads_and_generates(grpo_run):
     _, run, _ = grpo_run
     tokenizer = AutoTokenizer.from_pretrained(run)
     model = AutoModelForCausalLM.from_pretrained(run)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Tom has 3 apples. He buys 4 more."}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tom has 3 apples. He buys 4 more."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=16, do_sample=False)
     new_tokens = out[0, prompt["input_ids"].shape[1] :]

@@ -45,6 +45,16 @@ THINK_FORMAT_CASES = [
     ("strict: one final newline allowed", {"strict": True}, ONE_OF_EACH + "\n", 1.0),
     ("strict: two final newlines rejected", {"strict": True}, ONE_OF_EACH + "\n\n", 0.0),
     ("strict: no newlines rejected", {"strict": True}, "<think>a</think><answer>7</answer>", 0.0),
+    ("strict: inline answer accepted", {"strict": True}, "<think>\na\n</think>\n<answer>7</answer>", 1.0),
+    ("strict: spaces around the answer rejected", {"strict": True}, "<think>\na\n</think>\n<answer> 7 </answer>", 0.0),
+    (
+        "strict: answer newline on one side rejected",
+        {"strict": True},
+        "<think>\na\n</think>\n<answer>\n7</answer>",
+        0.0,
+    ),
+    ("strict: blank answer rejected", {"strict": True}, "<think>\na\n</think>\n<answer>\n\n</answer>", 0.0),
+    ("strict: the sft template's layout", {"strict": True}, "<think>\n3 + 4 = 7\n</think>\n<answer>7</answer>", 1.0),
     (
         "strict: blank line between blocks rejected",
         {"strict": True},

@@ -205,6 +205,25 @@ def test_math_verify_fallback_works_in_a_worker_thread():
     assert not _text.caught_errors
 
 
+FIRST_USE_IN_THREAD = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import rewards
+reward = rewards.get("gsm8k_accuracy", math_verify=True)
+with ThreadPoolExecutor(max_workers=2) as pool:
+    scores = list(pool.map(lambda answer: reward([answer], answer=["98"])[0], ["<answer>2 \\\\times 49</answer>"] * 2))
+print(scores, "math_verify" in sys.modules, dict(rewards._text.caught_errors))
+"""
+
+
+def test_math_verify_first_imported_in_a_worker_thread():
+    """A fresh process whose first math-verify use (the import included) happens in worker threads."""
+    output = subprocess.run(
+        [sys.executable, "-c", FIRST_USE_IN_THREAD], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[1.0, 1.0] True {}"
+
+
 IMPORT_PROBE = """
 import sys, time
 start = time.perf_counter()
