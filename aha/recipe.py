@@ -13,6 +13,7 @@ Every failure is a `RecipeError` naming the key and the fix; `aha check` turns i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -293,6 +294,25 @@ def _planned_world_size(config_type: type, num_processes: int) -> type:
     return type(config_type.__name__, (config_type,), {"world_size": property(world_size)})
 
 
+@contextlib.contextmanager
+def _target_gpu_runs_bf16(launch: LaunchArguments):
+    """transformers' TrainingArguments refuses `bf16: true` when *this* machine has no bf16 GPU, but a GPU recipe is
+    validated (aha check, a dry-run plan) on machines without its GPUs. On such a machine the probe answers for the
+    target GPU; a training process on the GPU node runs the real check."""
+    import torch
+    import transformers.training_args as training_args
+
+    if launch.gpus_per_node == 0 or torch.cuda.is_available():
+        yield
+        return
+    probe = training_args.is_torch_bf16_gpu_available
+    training_args.is_torch_bf16_gpu_available = lambda *args, **kwargs: True
+    try:
+        yield
+    finally:
+        training_args.is_torch_bf16_gpu_available = probe
+
+
 def read_yaml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise RecipeError(
@@ -439,7 +459,8 @@ def load(
     if processes != running:
         types_ = (*types_[:-2], _planned_world_size(types_[-2], processes), types_[-1])
     try:
-        sections = _RecipeParser(types_).parse_args_and_config(args)
+        with _target_gpu_runs_bf16(launch):
+            sections = _RecipeParser(types_).parse_args_and_config(args)
     except RecipeError:
         raise
     except ValueError as err:  # a section's __post_init__ (ours or TRL's): keep its message, it states the rule
@@ -640,13 +661,14 @@ def _validate_grpo(recipe: Recipe) -> None:
         )
     if training.use_vllm and training.vllm_mode == "colocate" and launch.vllm_server_gpus:
         raise RecipeError("vllm_server_gpus", "colocate mode shares the training GPUs; set vllm_server_gpus: 0.")
-    if recipe.prompt.assistant_prefill and "think_format" in reward.reward_funcs:
-        prefill = (reward.reward_options or {}).get("think_format", {}).get("prefill")
+    format_rewards = [name for name in reward.reward_funcs if name.partition("@")[0] == "think_format"]
+    for name in format_rewards if recipe.prompt.assistant_prefill else []:
+        prefill = (reward.reward_options or {}).get(name, {}).get("prefill")
         if prefill != recipe.prompt.assistant_prefill:
             raise RecipeError(
                 "reward_options",
-                "the prompt pre-fills the assistant turn, so think_format must score prefill + completion: set "
-                "reward_options.think_format.prefill to the same text as assistant_prefill.",
+                f"the prompt pre-fills the assistant turn, so {name} must score prefill + completion: set "
+                f"reward_options.{name}.prefill to the same text as assistant_prefill.",
             )
 
 

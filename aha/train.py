@@ -80,6 +80,26 @@ def last_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+_CPU_RANK_LOCATIONS_REGISTERED = False
+
+
+def allow_cpu_rank_map_location() -> None:
+    """Resuming a multi-rank CPU run: transformers loads the optimizer state with `map_location=args.device`, which
+    is `cpu:<rank>` on CPU ranks, a location torch.load cannot restore ("don't know how to restore data location").
+    This teaches torch that `cpu:<n>` is the CPU."""
+    global _CPU_RANK_LOCATIONS_REGISTERED
+    if _CPU_RANK_LOCATIONS_REGISTERED:
+        return
+    import torch
+
+    def restore(storage, location: str):
+        return storage if location.startswith("cpu:") else None  # None: the next handler decides
+
+    # 11: just after torch's own CPU handler (10); priorities must be unique
+    torch.serialization.register_package(11, lambda storage: None, restore)
+    _CPU_RANK_LOCATIONS_REGISTERED = True
+
+
 def build_trainer(recipe: Recipe, callbacks: list | None = None):
     """The TRL trainer the recipe describes. The dataset is built before the model loads, so data errors are cheap."""
     from trl import get_peft_config
@@ -162,6 +182,8 @@ def run(recipe: Recipe) -> Path | None:
         from aha import cpu_weight_sync
 
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
+    if recipe.training.use_cpu and resume:
+        allow_cpu_rank_map_location()
     callbacks = default_callbacks(recipe)
     trainer = build_trainer(recipe, callbacks=callbacks)
     if resume and is_main_process():

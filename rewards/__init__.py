@@ -6,6 +6,7 @@
     rewards.get("soft_overlong", max_length=256, buffer=64)   # required options: it has no plain form
     rewards.get("think_format", strict=True, prefill="<think>\\n")
     rewards.get("my_pkg.my_rewards:brevity")              # a user's function, by dotted path
+    rewards.get("think_format@soft", strict=False)        # a second copy with other options, logged by full name
     rewards.validate("think_format", {"strict": True})    # checks name and options, runs nothing
 
 Every reward is `f(completions, **kwargs) -> list[float | None]`: completions are strings or conversations
@@ -52,6 +53,7 @@ _REGISTRY: dict[str, _Entry] = {
     "soft_overlong": _Entry(length.score_soft_overlong, length.SoftOverlongOptions, None),
 }
 
+_LABEL = re.compile(r"[A-Za-z0-9_]+")
 _DOTTED_PATH = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
@@ -130,6 +132,18 @@ def get(name: str, **options: Any) -> RewardFunction:
     """
     if not isinstance(name, str):
         raise ValueError(f"a reward name must be a string, got {name!r} ({type(name).__name__})")
+    base, _, label = name.partition("@")
+    if label:  # "think_format@soft": the same reward again with other options, logged under the full name
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"reward {name!r}: a label after '@' is letters, digits and '_', e.g. think_format@soft")
+        entry = _REGISTRY.get(base)
+        if entry is not None:
+            return Reward(name, entry.score, _options.build(base, entry.options, options), registered=True)
+        if not _DOTTED_PATH.fullmatch(base):
+            raise _unknown_name(base)
+        function = _load_function(base)
+        _check_user_options(base, function, options)
+        return Reward(name, function, dict(options), registered=False)
     entry = _REGISTRY.get(name)
     if entry is not None:
         if not options and entry.plain is not None:

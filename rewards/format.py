@@ -79,7 +79,11 @@ def score_think_format(
     completions: Any, columns: Mapping[str, Any], options: ThinkFormatOptions, name: str = "think_format"
 ) -> list[float | None]:
     texts = texts_of(completions, name)
-    return guarded(name, lambda text: 1.0 if _one_think_one_answer(options.prefill + text, options) else 0.0, texts)
+    # The prefill's words before its think tag ("Let me solve this step by step.\n<think>") are the prompt's, not
+    # stray text of the model's: the layout is judged from the think tag on.
+    think_open = tag_pair(options.think_tag)[0]
+    prefill = options.prefill[options.prefill.find(think_open) :] if think_open in options.prefill else options.prefill
+    return guarded(name, lambda text: 1.0 if _one_think_one_answer(prefill + text, options) else 0.0, texts)
 
 
 _THINK_FORMAT_DEFAULTS = ThinkFormatOptions()

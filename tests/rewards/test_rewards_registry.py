@@ -250,3 +250,19 @@ def test_rewards_source_does_not_import_aha():
     for path in (REPO / "rewards").rglob("*.py"):
         source = path.read_text()
         assert "import aha" not in source and "from aha" not in source, path
+
+
+def test_a_labelled_copy_has_its_own_options_and_name():
+    soft = rewards.get("think_format@soft", strict=False)
+    strict = rewards.get("think_format@strict", strict=True)
+    assert (soft.__name__, strict.__name__) == ("think_format@soft", "think_format@strict")
+    loose = "<think>a</think> <answer>7</answer>"
+    assert soft([loose]) == [1.0]
+    assert strict([loose]) == [0.0]
+
+
+def test_a_bad_label_or_base_name_is_refused():
+    with pytest.raises(ValueError, match="label"):
+        rewards.get("think_format@so-ft")
+    with pytest.raises(ValueError, match="registered rewards"):
+        rewards.get("thinkformat@soft")
