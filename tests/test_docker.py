@@ -11,10 +11,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
