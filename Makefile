@@ -10,6 +10,11 @@ AHA := $(BIN)/aha
 DEFAULT_RECIPE := recipes/tiny/grpo-arith.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
 ARGS ?=
+# eval / report / export / chat
+RUN ?= runs/tiny-grpo-arith
+MODEL ?=
+TASK ?=
+N ?=
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 # pip's notices about local index folders are noise here
 PIPFILTER := 2>&1 | grep -v -e "is ignored: it is neither" || true
@@ -96,6 +101,20 @@ docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGIST
 	@test -n "$(REGISTRY)" || { echo "docker-push: set REGISTRY, e.g. make docker-push REGISTRY=ghcr.io/you" >&2; exit 2; }
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
+
+eval: $(BASE_STAMP) ## evaluate MODEL on a held-out set (TASK=arith|gsm8k|countdown, N=problems, BASELINE=1 base model)
+	$(AHA) eval $(if $(MODEL),--model $(MODEL)) $(if $(filter command line,$(origin RECIPE)),--recipe $(RECIPE)) \
+		$(if $(TASK),--task $(TASK)) $(if $(N),--n $(N)) $(if $(BASELINE),--baseline) $(ARGS)
+
+report: $(BASE_STAMP) ## plots, report.md and the model card of a run folder (RUN=runs/<name>)
+	$(AHA) report $(RUN) $(ARGS)
+
+demo: $(BASE_STAMP) ## the CPU demo end to end: warm start, baseline eval, GRPO, eval, report ($(RUN))
+	@$(MAKE) --no-print-directory warmup
+	$(AHA) eval --baseline --recipe $(DEFAULT_RECIPE)
+	$(AHA) launch $(DEFAULT_RECIPE)
+	$(AHA) eval --model $(RUN)
+	$(AHA) report $(RUN)
 
 export: $(BASE_STAMP) ## merge a run's LoRA adapter into a full model with a model card (RUN=runs/<name>)
 	$(AHA) export $(RUN) $(ARGS)

@@ -34,9 +34,8 @@ from typing import Any, TextIO
 import yaml
 
 from aha.recipe import PromptArguments
+from aha.run_folder import RECIPE_COPY, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"  # aha.train.SUMMARY_FILE
-RECIPE_COPY = "recipe.yaml"  # aha.export.RECIPE_COPY
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_HOST = "127.0.0.1"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.recipe import SYNTHETIC_PREFIX, Recipe, RecipeError, load, looks_like_local_path
+from aha.run_folder import SUMMARY_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("arith", "gsm8k", "countdown")
@@ -80,7 +81,6 @@ COUNTDOWN_HELD_OUT = {
 }
 EVAL_FILE, SAMPLES_FILE = "eval.json", "samples.jsonl"
 BASELINE_EVAL_FILE, BASELINE_SAMPLES_FILE = "eval-baseline.json", "samples-baseline.jsonl"
-SUMMARY_FILE = "summary.json"
 # The task's accuracy reward, and its options that make a correct answer score exactly 1.0.
 ACCURACY_REWARDS = {"gsm8k": "gsm8k_accuracy", "countdown": "countdown_equation"}
 FULL_CREDIT_OPTIONS = {

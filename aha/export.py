@@ -28,10 +28,9 @@ from typing import Any
 import yaml
 
 from aha.recipe import looks_like_local_path
+from aha.run_folder import RECIPE_COPY, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"  # aha.train.SUMMARY_FILE (not imported: aha.train pulls in the training stack)
 ADAPTER_CONFIG = "adapter_config.json"
-RECIPE_COPY = "recipe.yaml"
 EVAL_FILES = ("eval-baseline.json", "eval.json")  # aha.evaluate's before / after files in a run folder
 PLOTS_SUBDIR = "plots"
 DTYPES = ("float32", "bfloat16", "float16")

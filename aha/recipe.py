@@ -186,10 +186,24 @@ class RewardArguments:
     reward_options: dict[str, dict[str, Any]] | None = field(
         default=None, metadata={"help": "Per-reward options: {think_format: {strict: true}, soft_overlong: {...}}."}
     )
+    reflection_phrases: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Phrases counted as self-checking in completions for the aha/* metrics (case-insensitive whole "
+            "words); null: the built-in list (wait, hmm, however, let me check, ...)."
+        },
+    )
 
     def __post_init__(self):
         if not self.reward_funcs:
             raise RecipeError("reward_funcs", "list at least one reward, e.g. [think_format, gsm8k_accuracy].")
+        if self.reflection_phrases is not None:
+            from aha.aha_metrics import AhaSignals
+
+            try:
+                AhaSignals(phrases=tuple(self.reflection_phrases))
+            except ValueError as err:
+                raise RecipeError("reflection_phrases", str(err)) from err
         for name in self.reward_options or {}:
             if name not in self.reward_funcs:
                 raise RecipeError(
@@ -270,6 +284,7 @@ class Recipe:
     model: Any  # trl.ModelConfig
     training: Any  # trl.GRPOConfig or trl.SFTConfig
     rewards: RewardArguments | None  # None for sft
+    overrides: list[str] = field(default_factory=list)  # the CLI flags that won over the YAML
 
     @property
     def is_grpo(self) -> bool:
@@ -470,7 +485,7 @@ def load(
     else:
         dataset, prompt, launch, training, model = sections
         reward = None
-    recipe = Recipe(path, dataset, prompt, launch, model, training, reward)
+    recipe = Recipe(path, dataset, prompt, launch, model, training, reward, overrides)
     validate(recipe, require_model=require_model)
     if trainer == "grpo":
         explicit = set(config) | {o[2:].split("=")[0] for o in overrides if o.startswith("--")}

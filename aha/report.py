@@ -40,12 +40,11 @@ from aha.evaluate import (
     format_metric,
     shown_metrics,
 )
+from aha.run_folder import RECIPE_COPY, SUMMARY_FILE
 
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.md"
 MODEL_CARD_FILE = "README.md"
-SUMMARY_FILE = "summary.json"
-RECIPE_COPY = "recipe.yaml"  # a copy of the recipe in the run folder, preferred over summary.json's path
 COMPLETIONS_DIR = "completions"
 AHA_SAMPLES_FILE = "aha-samples.jsonl"
 TRAIN_PREFIX = "train/"

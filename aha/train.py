@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from aha.recipe import Recipe, RecipeError, load
+from aha.run_folder import RECIPE_COPY, SUMMARY_FILE, TENSORBOARD_SUBDIR
 
-SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
-TENSORBOARD_SUBDIR = "tensorboard"
 
 
 def world_size() -> int:
@@ -114,12 +114,15 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     if recipe.is_grpo:
         from trl import GRPOTrainer
 
+        from aha.aha_metrics import aha_metrics_hooks
         from aha.data import grpo_dataset
 
         train_dataset = grpo_dataset(recipe.dataset, recipe.prompt, tokenizer, recipe.dataset.dataset_train_split)
         assert recipe.rewards is not None
         options = recipe.rewards.reward_options or {}
         reward_funcs = [rewards.get(name, **options.get(name, {})) for name in recipe.rewards.reward_funcs]
+        # the aha signals (reflection phrases, completion length) ride on the first reward's calls into TRL's logger
+        reward_funcs = aha_metrics_hooks(recipe).attach(reward_funcs)
         return GRPOTrainer(
             model=recipe.model.model_name_or_path,
             reward_funcs=reward_funcs,
@@ -149,6 +152,7 @@ def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str
     train_logs = [entry for entry in history if "loss" in entry or "reward" in entry]
     summary = {
         "recipe": recipe.path,
+        "overrides": recipe.overrides,
         "trainer": recipe.launch.trainer,
         "model": recipe.model.model_name_or_path,
         "dataset": recipe.dataset.dataset_name,
@@ -184,6 +188,10 @@ def run(recipe: Recipe) -> Path | None:
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
     if recipe.training.use_cpu and resume:
         allow_cpu_rank_map_location()
+    if is_main_process():
+        # the run folder carries its recipe: report, export and chat read it from there (overrides: summary.json)
+        os.makedirs(output_dir, exist_ok=True)
+        shutil.copyfile(recipe.path, os.path.join(output_dir, RECIPE_COPY))
     callbacks = default_callbacks(recipe)
     trainer = build_trainer(recipe, callbacks=callbacks)
     if resume and is_main_process():
