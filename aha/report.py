@@ -103,10 +103,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def recipe_text(run_dir: Path, summary: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(where the recipe was read from, its YAML text), or (None, None)."""
-    for path in (run_dir / RECIPE_COPY, Path(summary["recipe"]) if summary.get("recipe") else None):
+    """(the recipe's path as the run was started with it, its YAML text), or (None, None). The text comes from the
+    run folder's copy when there is one: the file at the original path may have changed since."""
+    original = summary.get("recipe")
+    for path in (run_dir / RECIPE_COPY, Path(original) if original else None):
         if path is not None and path.is_file():
-            return str(path), path.read_text()
+            return original or str(path), path.read_text()
     return None, None
 
 

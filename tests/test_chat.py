@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aha import chat
 from tests.helpers import REPO, write_recipe
@@ -102,7 +103,8 @@ def test_prompt_carries_the_recipe_system_prompt_and_template(scripted_model):
     prompt = chat.prompt_text("How many?", settings, tokenizer)
     assert prompt.startswith("<|im_start|>system\nSolve the problem. Think inside <think> </think>")
     assert prompt.endswith("<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\n")
-    assert settings.max_new_tokens == 44  # the recipe's max_completion_length
+    recipe = yaml.safe_load(Path(TINY_RECIPE).read_text())
+    assert settings.max_new_tokens == recipe["max_completion_length"]
 
 
 # (behaviour, typed line, what the user message must contain)

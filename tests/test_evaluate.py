@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aha import evaluate
 from aha.evaluate import (
@@ -271,7 +272,9 @@ def test_a_run_folder_brings_its_recipe(tmp_path, arith_recipe, tiny_model):
     planned = plan(args("--model", str(run)))
     assert planned.recipe.path == str(arith_recipe)
     assert planned.eval_file == run / "eval.json"
-    assert planned.sampling.max_new_tokens == 44 and planned.sampling.temperature == 1.0  # the recipe's
+    recipe = yaml.safe_load(Path(arith_recipe).read_text())
+    assert planned.sampling.max_new_tokens == recipe["max_completion_length"]
+    assert planned.sampling.temperature == recipe["temperature"]
     assert planned.task == "arith"
     # --task picks the held-out set; the prompt stays the one the run was trained with
     with_task = plan(args("--model", str(run), "--task", "arith"))
