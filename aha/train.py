@@ -173,6 +173,15 @@ def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str
     return path
 
 
+def completed_step(checkpoint: str | None, max_steps: int) -> int | None:
+    """The step of `checkpoint` when it already reached `max_steps` (> 0), else None."""
+    if checkpoint is None or max_steps <= 0:
+        return None
+    state = Path(checkpoint) / "trainer_state.json"
+    step = json.loads(state.read_text()).get("global_step", 0) if state.is_file() else 0
+    return step if step >= max_steps else None
+
+
 def run(recipe: Recipe) -> Path | None:
     """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint."""
     from aha.callbacks import default_callbacks, sigterm_callback
@@ -188,6 +197,17 @@ def run(recipe: Recipe) -> Path | None:
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
     if recipe.training.use_cpu and resume:
         allow_cpu_rank_map_location()
+    done = completed_step(resume, recipe.training.max_steps)
+    summary = Path(output_dir) / SUMMARY_FILE
+    if done is not None and summary.is_file():
+        # rerunning a finished run (make demo after make train) must not train on, nor overwrite its summary
+        if is_main_process():
+            print(
+                f"aha: {output_dir} already finished step {done} of {recipe.training.max_steps}; nothing to train. "
+                f"Summary -> {summary}. Raise --max_steps to train on, or use a new output_dir.",
+                flush=True,
+            )
+        return summary
     if is_main_process():
         # the run folder carries its recipe: report, export and chat read it from there (overrides: summary.json)
         os.makedirs(output_dir, exist_ok=True)

@@ -111,3 +111,11 @@ def test_rerun_resumes_from_the_last_checkpoint(grpo_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2")
     assert summary["global_step"] == 3
+
+
+def test_rerunning_a_finished_run_changes_nothing(grpo_run):
+    recipe, run, _ = grpo_run
+    before = (run / "summary.json").read_text()
+    done = run_aha("train", str(recipe), "--max_steps", "2")
+    assert "already finished step" in done.stdout
+    assert (run / "summary.json").read_text() == before
