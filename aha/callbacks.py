@@ -4,6 +4,8 @@
   optimizer step, saves a checkpoint and stops; rerunning the same command resumes from it.
 - `MarkCompleteCheckpoints`: writes `aha-complete.json` into a checkpoint once every rank has written its part.
   A checkpoint folder without it was cut off mid-write, and `aha.train` never resumes from it.
+- `TrainTimeBudget` (recipes with `max_train_minutes`): stops training once that much time went into steps; the
+  model is then saved as at `max_steps`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +110,37 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
+class TrainTimeBudget(TrainerCallback):
+    """Stop after `seconds` of training, counted from the first step's start (model loading excluded). The stop
+    happens at a step end, on every rank at once; `stopped_at_step` tells the summary why the run ended early."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.stopped_at_step: int | None = None
+        self._start: float | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        spent = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
+        if _any_rank(spent >= self.seconds):
+            self.stopped_at_step = state.global_step
+            control.should_save = True  # a checkpoint at the stop: a rerun sees the run finished (aha.train)
+            control.should_training_stop = True
+        return control
+
+
 def default_callbacks(recipe: Any) -> list[TrainerCallback]:
     """The callbacks of every run of `recipe` (an `aha.recipe.Recipe`)."""
-    return [SaveOnSigterm(), MarkCompleteCheckpoints()]
+    callbacks: list[TrainerCallback] = [SaveOnSigterm(), MarkCompleteCheckpoints()]
+    if recipe.launch.max_train_minutes is not None:
+        callbacks.append(TrainTimeBudget(60.0 * recipe.launch.max_train_minutes))
+    return callbacks
+
+
+def time_budget_callback(callbacks: list[TrainerCallback]) -> TrainTimeBudget | None:
+    return next((c for c in callbacks if isinstance(c, TrainTimeBudget)), None)
 
 
 def sigterm_callback(callbacks: list[TrainerCallback]) -> SaveOnSigterm | None:

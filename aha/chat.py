@@ -1,9 +1,9 @@
 """`aha chat MODEL`: ask a model questions the way it was trained to answer them, and watch it think.
 
-    aha chat runs/tiny-grpo-arith                              # the run's recipe: its system prompt and prefill
+    aha chat runs/demo                              # the run's recipe: its system prompt and prefill
     aha chat runs/qwen2.5-3b-gsm8k-lora --recipe recipes/qwen2.5-3b-instruct/gsm8k-lora.yaml
     aha chat Qwen/Qwen2.5-1.5B-Instruct --recipe recipes/qwen2.5-1.5b-instruct/gsm8k-grpo.yaml --temperature 0.7
-    aha chat runs/tiny-grpo-arith --web [--host 127.0.0.1] [--port 7860]    # a local web page (needs gradio)
+    aha chat runs/demo --web [--host 127.0.0.1] [--port 7860]    # a local web page (needs gradio)
 
 MODEL: a full model folder (a run's output_dir, a checkpoint, an `aha export` folder), a LoRA adapter folder or a hub
 id. The recipe (`--recipe`, else the one an exported folder or a run's summary.json names) gives the system prompt,

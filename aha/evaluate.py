@@ -1,10 +1,10 @@
 """`aha eval`: a model's accuracy on a recipe's held-out set, prompted and scored exactly as training does.
 
-    aha eval --model runs/tiny-grpo-arith                       # the run's own recipe (its summary.json)
-    aha eval --model runs/tiny-grpo-arith --task arith --n 100 --samples 8
+    aha eval --model runs/demo                       # the run's own recipe (its summary.json)
+    aha eval --model runs/demo --task arith --n 100 --samples 8
     aha eval --baseline --recipe recipes/tiny/grpo-arith.yaml   # the recipe's base model, into its output_dir
     aha eval --model Qwen/Qwen2.5-1.5B-Instruct --task gsm8k --backend vllm
-    make eval MODEL=runs/tiny-grpo-arith TASK=arith N=100
+    make eval MODEL=runs/demo TASK=arith N=100
 
 Prompts: `aha.data.grpo_dataset` (the function training uses) over the recipe's held-out split
 (`dataset_test_split`), with the evaluated model's tokenizer and the recipe's system prompt, template and prefill.

@@ -234,6 +234,14 @@ class LaunchArguments:
     vllm_server_max_model_len: int | None = field(
         default=None, metadata={"help": "Longest prompt + completion the server accepts, in tokens."}
     )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this many minutes of optimizer steps (model loading not counted) and save "
+            "the model as at max_steps; null: max_steps alone decides. A resumed run gets the budget anew. Used to "
+            "give two methods the same wall time (the CPU demo's continued-SFT comparison)."
+        },
+    )
 
     def __post_init__(self):
         if self.trainer not in TRAINERS:
@@ -252,6 +260,10 @@ class LaunchArguments:
                 raise RecipeError(key, f"must be >= 0, got {getattr(self, key)}.")
         if not 0.0 < self.vllm_server_gpu_memory_utilization <= 1.0:
             raise RecipeError("vllm_server_gpu_memory_utilization", "must be in (0, 1], e.g. 0.9.")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise RecipeError(
+                "max_train_minutes", f"must be > 0 minutes, or null for no time limit; got {self.max_train_minutes}."
+            )
 
     def training_processes(self, vllm_server: bool = True) -> int:
         """Training ranks of the target topology: CPU ranks; GPUs minus the vLLM server's (one node) or minus the

@@ -147,7 +147,9 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     )
 
 
-def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str | None) -> Path:
+def write_summary(
+    recipe: Recipe, trainer, wall_time_s: float, resumed_from: str | None, stopped_by: str = "max_steps"
+) -> Path:
     history = trainer.state.log_history
     train_logs = [entry for entry in history if "loss" in entry or "reward" in entry]
     summary = {
@@ -162,6 +164,7 @@ def write_summary(recipe: Recipe, trainer, wall_time_s: float, resumed_from: str
         "global_step": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
         "resumed_from": resumed_from,
+        "stopped_by": stopped_by,  # max_steps, or max_train_minutes when the time budget ended the run
         "wall_time_s": round(wall_time_s, 2),
         "final_metrics": train_logs[-1] if train_logs else {},
         "train_summary": next((e for e in reversed(history) if "train_runtime" in e), {}),
@@ -182,9 +185,23 @@ def completed_step(checkpoint: str | None, max_steps: int) -> int | None:
     return step if step >= max_steps else None
 
 
+def stopped_by_time_budget(checkpoint: str | None, summary_file: Path) -> int | None:
+    """The step of `checkpoint` when the run's time budget (max_train_minutes) ended the run there, else None."""
+    if checkpoint is None or not summary_file.is_file():
+        return None
+    state = Path(checkpoint) / "trainer_state.json"
+    try:
+        summary = json.loads(summary_file.read_text())
+        step = json.loads(state.read_text()).get("global_step") if state.is_file() else None
+    except (OSError, ValueError):
+        return None
+    finished = summary.get("stopped_by") == "max_train_minutes" and summary.get("global_step") == step
+    return step if finished else None
+
+
 def run(recipe: Recipe) -> Path | None:
     """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint."""
-    from aha.callbacks import default_callbacks, sigterm_callback
+    from aha.callbacks import default_callbacks, sigterm_callback, time_budget_callback
 
     start = time.perf_counter()
     output_dir = recipe.training.output_dir
@@ -197,8 +214,10 @@ def run(recipe: Recipe) -> Path | None:
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
     if recipe.training.use_cpu and resume:
         allow_cpu_rank_map_location()
-    done = completed_step(resume, recipe.training.max_steps)
     summary = Path(output_dir) / SUMMARY_FILE
+    done = completed_step(resume, recipe.training.max_steps)
+    if done is None:
+        done = stopped_by_time_budget(resume, summary)
     if done is not None and summary.is_file():
         # rerunning a finished run (make demo after make train) must not train on, nor overwrite its summary
         if is_main_process():
@@ -229,7 +248,9 @@ def run(recipe: Recipe) -> Path | None:
     trainer.save_model(output_dir)  # gathers ZeRO-3 shards; writes the tokenizer too
     summary = Path(output_dir) / SUMMARY_FILE
     if trainer.accelerator.is_main_process:
-        summary = write_summary(recipe, trainer, time.perf_counter() - start, resume)
+        budget = time_budget_callback(callbacks)
+        stopped_by = "max_train_minutes" if budget is not None and budget.stopped_at_step is not None else "max_steps"
+        summary = write_summary(recipe, trainer, time.perf_counter() - start, resume, stopped_by)
         print(
             f"aha: model -> {output_dir}\naha: tensorboard -> {os.environ['TENSORBOARD_LOGGING_DIR']}\n"
             f"aha: summary -> {summary}",

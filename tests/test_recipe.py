@@ -53,6 +53,7 @@ BAD_RECIPES = [
     ("prefill the format reward does not know", GRPO, {"assistant_prefill": "<think>"}, (), "reward_options",
      ["prefill"]),
     ("unknown accelerate config", GRPO, {"accelerate_config": "zero4"}, (), "accelerate_config", ["zero3"]),
+    ("a time budget of no time", SFT, {"max_train_minutes": 0}, (), "max_train_minutes", ["> 0 minutes"]),
     ("sft without a target", SFT, {}, ("completion_template",), "completion_template", ["<answer>"]),
     ("generator options on a hub dataset", GRPO, {"dataset_name": "openai/gsm8k"}, (), "dataset_generator",
      ["remove it"]),

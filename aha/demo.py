@@ -1,0 +1,217 @@
+"""`aha demo`: the CPU demo end to end, three stages, each a recipe under recipes/tiny/.
+
+    aha demo                  # stages 0-3 below -> runs/demo/report.md   (make demo)
+    aha demo --compare        # then GRPO on a second seed and continued SFT for the same time (make demo-compare)
+    aha demo --warm-start-only                                           # stages 0-1 (make warmup)
+
+  0. tiny model    `aha tiny --output <warm-up recipe's model_name_or_path>`        skipped when it exists
+  1. warm start    `aha launch recipes/tiny/sft-warmup.yaml` (supervised, stopped early)  skipped when it exists
+  2. GRPO          `aha launch recipes/tiny/grpo-arith.yaml` (model: stage 1's output)    a finished run is kept
+  3. evaluation    `aha eval --baseline` (the warm start) and `aha eval --model <GRPO run>` on the GRPO recipe's
+                   held-out set, then `aha report <GRPO run>`; an evaluation newer than its model is kept
+--compare, run once to answer "did reinforcement beat more supervision?" and "is the gain a lucky seed?":
+  - the GRPO recipe again with `--seed 1`, into `<GRPO output_dir>-seed1`
+  - `recipes/tiny/sft-continue.yaml` from the same warm start, for as many minutes of training as stage 2 took
+    (`max_train_minutes`), evaluated with the GRPO recipe's prompt, held-out set and rewards
+The report of the GRPO run lists every comparison run that exists (`aha report RUN --compare DIR`).
+
+The stages are chained by their recipes' paths, checked before anything runs (exit 2): the GRPO and SFT recipes must
+start from the warm-up recipe's output_dir, and all three must generate the same data (one held-out set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aha.evaluate import BASELINE_EVAL_FILE, EVAL_FILE
+from aha.recipe import RecipeError, read_yaml
+from aha.run_folder import SUMMARY_FILE
+
+WARMUP_RECIPE = "recipes/tiny/sft-warmup.yaml"
+GRPO_RECIPE = "recipes/tiny/grpo-arith.yaml"
+SFT_RECIPE = "recipes/tiny/sft-continue.yaml"
+COMPARE_SEED = 1
+WEIGHTS_FILE = "model.safetensors"
+
+
+class DemoError(ValueError):
+    """The demo's recipes do not chain; the message names the recipe, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    warmup: str  # recipe paths
+    grpo: str
+    sft: str
+    tiny_model: Path  # the warm-up recipe's model_name_or_path, built by `aha tiny` when missing
+    warm_start: Path  # the warm-up recipe's output_dir = the GRPO and SFT recipes' model_name_or_path
+    grpo_run: Path
+    seed_run: Path
+    sft_run: Path
+
+    @property
+    def compare_runs(self) -> list[Path]:
+        return [self.seed_run, self.sft_run]
+
+
+def _same_path(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def plan(warmup: str, grpo: str, sft: str) -> DemoPlan:
+    """Read the three recipes and check that they chain; DemoError (or RecipeError for a bad file) otherwise."""
+    docs = {path: read_yaml(path) for path in (warmup, grpo, sft)}
+    for path, key in ((warmup, "model_name_or_path"), (warmup, "output_dir"), (grpo, "output_dir")):
+        if not docs[path].get(key):
+            raise DemoError(f"{path}: {key} must be set: the demo's stages are chained by their paths.")
+    warm_start = docs[warmup]["output_dir"]
+    for path in (grpo, sft):
+        model = str(docs[path].get("model_name_or_path", ""))
+        if not _same_path(model, warm_start):
+            raise DemoError(
+                f"{path}: model_name_or_path is {model!r}, but the warm start is written to {warm_start!r} "
+                f"(output_dir of {warmup}); set model_name_or_path: ./{Path(warm_start)} so the stage starts from it."
+            )
+    generator = docs[grpo].get("dataset_generator")
+    for path in (warmup, sft):
+        if docs[path].get("dataset_generator") != generator or docs[path].get("dataset_name") != docs[grpo].get(
+            "dataset_name"
+        ):
+            raise DemoError(
+                f"{path}: dataset_name and dataset_generator must equal those of {grpo}: every stage must train on "
+                "the same generated problems, so that one held-out set measures them all."
+            )
+    grpo_run = Path(docs[grpo]["output_dir"])
+    sft_run = docs[sft].get("output_dir")
+    if not sft_run:
+        raise DemoError(f"{sft}: output_dir must be set.")
+    return DemoPlan(
+        warmup=warmup,
+        grpo=grpo,
+        sft=sft,
+        tiny_model=Path(docs[warmup]["model_name_or_path"]),
+        warm_start=Path(warm_start),
+        grpo_run=grpo_run,
+        seed_run=grpo_run.with_name(f"{grpo_run.name}-seed{COMPARE_SEED}"),
+        sft_run=Path(sft_run),
+    )
+
+
+def _aha(*args: str) -> None:
+    """One stage: `aha <args>` in its own process (each stage sets up torch threads and memory afresh)."""
+    command = [sys.executable, "-m", "aha.cli", *args]
+    print(f"\naha demo: $ aha {' '.join(args)}", flush=True)
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise SystemExit(done.returncode)
+
+
+def has_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def is_fresh(result: Path, model: Path) -> bool:
+    """An evaluation file written after the model's weights were (a retrained model needs a new evaluation)."""
+    weights = model / WEIGHTS_FILE
+    return result.is_file() and weights.is_file() and result.stat().st_mtime > weights.stat().st_mtime
+
+
+def train_minutes(run: Path) -> float:
+    """Minutes the run spent in training steps (TRL's train_runtime), from its summary.json."""
+    summary_file = run / SUMMARY_FILE
+    try:
+        summary: dict[str, Any] = json.loads(summary_file.read_text())
+        seconds = float(summary["train_summary"]["train_runtime"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DemoError(
+            f"{summary_file} has no train_summary.train_runtime ({err}); run the GRPO stage first (aha demo)."
+        ) from err
+    return seconds / 60.0
+
+
+def warm_start(p: DemoPlan, tiny_preset: str) -> None:
+    if not has_model(p.tiny_model):
+        _aha("tiny", "--output", str(p.tiny_model), "--preset", tiny_preset)
+    if has_model(p.warm_start):
+        print(f"aha demo: warm start cached in {p.warm_start} (delete it to train it again)", flush=True)
+    else:
+        _aha("launch", p.warmup)
+
+
+def evaluate(p: DemoPlan, eval_args: list[str]) -> None:
+    if not is_fresh(p.grpo_run / BASELINE_EVAL_FILE, p.warm_start):
+        _aha("eval", "--baseline", "--recipe", p.grpo, *eval_args)
+    if not is_fresh(p.grpo_run / EVAL_FILE, p.grpo_run):
+        _aha("eval", "--model", str(p.grpo_run), *eval_args)
+
+
+def compare(p: DemoPlan, eval_args: list[str]) -> None:
+    if not has_model(p.seed_run):
+        _aha("launch", p.grpo, "--seed", str(COMPARE_SEED), "--output_dir", str(p.seed_run))
+    if not is_fresh(p.seed_run / EVAL_FILE, p.seed_run):
+        _aha("eval", "--model", str(p.seed_run), *eval_args)
+    if not has_model(p.sft_run):
+        minutes = train_minutes(p.grpo_run)
+        print(f"aha demo: continued SFT gets GRPO's training time: {minutes:.2f} min", flush=True)
+        _aha("launch", p.sft, "--max_train_minutes", f"{minutes:.3f}")
+    if not is_fresh(p.sft_run / EVAL_FILE, p.sft_run):
+        # scored exactly like the GRPO run: its prompt, held-out set, rewards, token budget and temperature
+        _aha("eval", "--model", str(p.sft_run), "--recipe", p.grpo, *eval_args)
+
+
+def report(p: DemoPlan) -> None:
+    compared = [str(run) for run in p.compare_runs if (run / EVAL_FILE).is_file()]
+    _aha("report", str(p.grpo_run), *[arg for run in compared for arg in ("--compare", run)])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aha demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--warmup", default=WARMUP_RECIPE, help="stage 1 recipe (default: %(default)s)")
+    p.add_argument("--grpo", default=GRPO_RECIPE, help="stage 2 recipe (default: %(default)s)")
+    p.add_argument("--sft", default=SFT_RECIPE, help="continued-SFT comparison recipe (default: %(default)s)")
+    p.add_argument("--compare", action="store_true", help="also train and evaluate the seed and SFT comparisons")
+    p.add_argument("--warm-start-only", action="store_true", help="stop after stage 1")
+    p.add_argument("--tiny-preset", default="demo", help="`aha tiny --preset` for stage 0 (default: %(default)s)")
+    p.add_argument("--eval-n", type=int, help="evaluate the first N held-out problems (default: all)")
+    p.add_argument("--eval-samples", type=int, help="samples per problem (default: aha eval's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        p = plan(args.warmup, args.grpo, args.sft)
+    except (DemoError, RecipeError) as err:
+        print(f"aha demo: {err}", file=sys.stderr)
+        return 2
+    eval_args = [*(["--n", str(args.eval_n)] if args.eval_n else [])]
+    eval_args += ["--samples", str(args.eval_samples)] if args.eval_samples is not None else []
+    start = time.perf_counter()
+    try:
+        warm_start(p, args.tiny_preset)
+        if args.warm_start_only:
+            return 0
+        _aha("launch", p.grpo)
+        evaluate(p, eval_args)
+        if args.compare:
+            compare(p, eval_args)
+        report(p)
+    except DemoError as err:
+        print(f"aha demo: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:  # a stage failed; its own output said why
+        return int(stop.code or 1)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\naha demo: done in {minutes:.1f} min; report -> {p.grpo_run / 'report.md'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
