@@ -16,7 +16,9 @@ from tests.helpers import write_recipe
 pytestmark = pytest.mark.e2e
 
 GRPO_STEPS = 4
-# one operation on numbers up to 15: what the small model learns the format of in 60 steps (tests/e2e/conftest.py)
+# one operation on numbers up to 15; 150 warm-up steps give the small model the format (measured: 100% greedy, 85%
+# sampled, 21% correct; after 60 steps only 29% greedy format)
+WARMUP_STEPS = 150
 GENERATOR = {"n_train": 1000, "n_test": 24, "seed": 0, "max_number": 15, "min_ops": 1, "max_ops": 1}
 EVAL = ("--eval-n", "24", "--eval-samples", "4")
 
@@ -25,7 +27,7 @@ def demo_recipes(folder, **grpo_keys):
     tiny, warm, runs = folder / "tiny", folder / "warm", folder / "runs"
     warmup = write_recipe(
         folder, "tiny/sft-warmup.yaml", "warmup.yaml", model_name_or_path=str(tiny), output_dir=str(warm),
-        max_steps=60, learning_rate=3e-3, warmup_steps=5, dataset_generator=GENERATOR,
+        max_steps=WARMUP_STEPS, learning_rate=3e-3, warmup_steps=5, dataset_generator=GENERATOR,
     )  # fmt: skip
     grpo = write_recipe(
         folder, "tiny/grpo-arith.yaml", "grpo.yaml", model_name_or_path=str(warm), output_dir=str(runs / "demo"),
@@ -58,7 +60,8 @@ def test_the_warm_start_emits_the_format(demo):
     _, runs, _, _ = demo
     baseline = json.loads((runs / "demo" / "eval-baseline.json").read_text())
     assert baseline["baseline"] is True and baseline["n"] == 24
-    assert baseline["metrics"]["format_greedy"] >= 0.5, baseline["metrics"]
+    assert baseline["metrics"]["format_greedy"] >= 0.8, baseline["metrics"]
+    assert baseline["metrics"]["format_sampled"] >= 0.5, baseline["metrics"]
 
 
 def test_grpo_steps_have_reward_variance_and_gradient(demo):
