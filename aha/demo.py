@@ -8,7 +8,8 @@
   1. warm start    `aha launch recipes/tiny/sft-warmup.yaml` (supervised, stopped early)  skipped when it exists
   2. GRPO          `aha launch recipes/tiny/grpo-arith.yaml` (model: stage 1's output)    a finished run is kept
   3. evaluation    `aha eval --baseline` (the warm start) and `aha eval --model <GRPO run>` on the GRPO recipe's
-                   held-out set, then `aha report <GRPO run>`; an evaluation newer than its model is kept
+                   held-out set, side by side on two cores, then `aha report <GRPO run>`; an evaluation newer
+                   than its model is kept
 --compare, run once to answer "did reinforcement beat more supervision?" and "is the gain a lucky seed?":
   - the GRPO recipe again with `--seed 1`, into `<GRPO output_dir>-seed1`
   - `recipes/tiny/sft-continue.yaml` from the same warm start, for as many minutes of training as stage 2 took
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +116,44 @@ def _aha(*args: str) -> None:
         raise SystemExit(done.returncode)
 
 
+def _aha_side_by_side(stages: list[list[str]]) -> None:
+    """Independent stages (`aha <args>` each) at once, one process per core; each one's output when it ends.
+
+    Why: an evaluation of the tiny model runs torch on one thread (aha.evaluate.SMALL_MODEL_PARAMETERS), so two
+    evaluations side by side take the time of one on a 2-core machine. Output is held back so that two progress
+    bars do not interleave.
+    """
+    if len(stages) < 2 or (os.cpu_count() or 1) < 2:
+        for args in stages:
+            _aha(*args)
+        return
+    for args in stages:
+        print(f"\naha demo: $ aha {' '.join(args)}", flush=True)
+    print(f"aha demo: {len(stages)} stages side by side; their output follows as each ends", flush=True)
+    with tempfile.TemporaryDirectory(prefix="aha-demo-") as folder:
+        running = []
+        for index, args in enumerate(stages):
+            log = open(Path(folder) / f"stage-{index}.log", "w+")  # noqa: SIM115 (closed below)
+            command = [sys.executable, "-m", "aha.cli", *args]
+            running.append((args, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+        failed = 0
+        for args, log, process in running:
+            code = process.wait()
+            log.seek(0)
+            print(f"\naha demo: output of $ aha {' '.join(args)}", flush=True)
+            sys.stdout.write(_without_progress_bars(log.read()))
+            sys.stdout.flush()
+            log.close()
+            failed = failed or code
+    if failed:
+        raise SystemExit(failed)
+
+
+def _without_progress_bars(text: str) -> str:
+    """Drop tqdm's carriage-return redraws: keep the last state of each line."""
+    return "".join(line.rsplit("\r", 1)[-1] for line in text.splitlines(keepends=True))
+
+
 def has_model(folder: Path) -> bool:
     return (folder / "config.json").is_file()
 
@@ -146,24 +187,28 @@ def warm_start(p: DemoPlan, tiny_preset: str) -> None:
 
 
 def evaluate(p: DemoPlan, eval_args: list[str]) -> None:
+    stages = []
     if not is_fresh(p.grpo_run / BASELINE_EVAL_FILE, p.warm_start):
-        _aha("eval", "--baseline", "--recipe", p.grpo, *eval_args)
+        stages.append(["eval", "--baseline", "--recipe", p.grpo, *eval_args])
     if not is_fresh(p.grpo_run / EVAL_FILE, p.grpo_run):
-        _aha("eval", "--model", str(p.grpo_run), *eval_args)
+        stages.append(["eval", "--model", str(p.grpo_run), *eval_args])
+    _aha_side_by_side(stages)
 
 
 def compare(p: DemoPlan, eval_args: list[str]) -> None:
     if not has_model(p.seed_run):
         _aha("launch", p.grpo, "--seed", str(COMPARE_SEED), "--output_dir", str(p.seed_run))
-    if not is_fresh(p.seed_run / EVAL_FILE, p.seed_run):
-        _aha("eval", "--model", str(p.seed_run), *eval_args)
     if not has_model(p.sft_run):
         minutes = train_minutes(p.grpo_run)
         print(f"aha demo: continued SFT gets GRPO's training time: {minutes:.2f} min", flush=True)
         _aha("launch", p.sft, "--max_train_minutes", f"{minutes:.3f}")
+    stages = []
+    if not is_fresh(p.seed_run / EVAL_FILE, p.seed_run):
+        stages.append(["eval", "--model", str(p.seed_run), *eval_args])
     if not is_fresh(p.sft_run / EVAL_FILE, p.sft_run):
         # scored exactly like the GRPO run: its prompt, held-out set, rewards, token budget and temperature
-        _aha("eval", "--model", str(p.sft_run), "--recipe", p.grpo, *eval_args)
+        stages.append(["eval", "--model", str(p.sft_run), "--recipe", p.grpo, *eval_args])
+    _aha_side_by_side(stages)
 
 
 def report(p: DemoPlan) -> None:
