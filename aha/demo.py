@@ -116,35 +116,53 @@ def _aha(*args: str) -> None:
         raise SystemExit(done.returncode)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _aha_side_by_side(stages: list[list[str]]) -> None:
     """Independent stages (`aha <args>` each) at once, one process per core; each one's output when it ends.
 
-    Why: an evaluation of the tiny model runs torch on one thread (aha.evaluate.SMALL_MODEL_PARAMETERS), so two
-    evaluations side by side take the time of one on a 2-core machine. Output is held back so that two progress
-    bars do not interleave.
+    Why: an evaluation of the tiny model is fastest on one torch thread (aha.evaluate.SMALL_MODEL_PARAMETERS), so two
+    of them side by side take the time of one on a 2-core machine. Each stage is held to one thread (OMP/MKL) so a
+    larger model cannot make two processes fight over the cores; output is held back so progress bars do not
+    interleave. With fewer cores than stages they run one after the other.
     """
-    if len(stages) < 2 or (os.cpu_count() or 1) < 2:
+    if len(stages) < 2 or _usable_cores() < len(stages):
         for args in stages:
             _aha(*args)
         return
     for args in stages:
         print(f"\naha demo: $ aha {' '.join(args)}", flush=True)
     print(f"aha demo: {len(stages)} stages side by side; their output follows as each ends", flush=True)
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running: list[tuple[list[str], Any, subprocess.Popen]] = []
+    failed = 0
     with tempfile.TemporaryDirectory(prefix="aha-demo-") as folder:
-        running = []
-        for index, args in enumerate(stages):
-            log = open(Path(folder) / f"stage-{index}.log", "w+")  # noqa: SIM115 (closed below)
-            command = [sys.executable, "-m", "aha.cli", *args]
-            running.append((args, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
-        failed = 0
-        for args, log, process in running:
-            code = process.wait()
-            log.seek(0)
-            print(f"\naha demo: output of $ aha {' '.join(args)}", flush=True)
-            sys.stdout.write(_without_progress_bars(log.read()))
-            sys.stdout.flush()
-            log.close()
-            failed = failed or code
+        try:
+            for index, args in enumerate(stages):
+                log = open(Path(folder) / f"stage-{index}.log", "w+")  # noqa: SIM115 (closed below)
+                command = [sys.executable, "-m", "aha.cli", *args]
+                running.append(
+                    (args, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=one_thread))
+                )
+            for args, log, process in running:
+                code = process.wait()
+                log.seek(0)
+                print(f"\naha demo: output of $ aha {' '.join(args)}", flush=True)
+                sys.stdout.write(_without_progress_bars(log.read()))
+                sys.stdout.flush()
+                failed = failed or code
+        finally:  # Ctrl-C or a failed start: no stage keeps running behind the user's back
+            for _, log, process in running:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                log.close()
     if failed:
         raise SystemExit(failed)
 

@@ -22,7 +22,7 @@ def test_progress_bar_redraws_are_dropped(raw, shown):
 
 
 def test_side_by_side_shows_each_stage_and_fails_with_the_failing_code(capsys, monkeypatch):
-    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo, "_usable_cores", lambda: 2)
     with pytest.raises(SystemExit) as stop:
         demo._aha_side_by_side([["help"], ["no-such-verb"]])
     assert stop.value.code == 2
@@ -33,6 +33,27 @@ def test_side_by_side_shows_each_stage_and_fails_with_the_failing_code(capsys, m
 
 
 def test_side_by_side_passes_when_every_stage_passes(capsys, monkeypatch):
-    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo, "_usable_cores", lambda: 2)
     demo._aha_side_by_side([["help"], ["--help"]])
     assert capsys.readouterr().out.count("output of $ aha") == 2
+
+
+def test_each_side_by_side_stage_is_held_to_one_thread(capsys, monkeypatch):
+    monkeypatch.setattr(demo, "_usable_cores", lambda: 2)
+    started = []
+    real_popen = demo.subprocess.Popen
+
+    def recording_popen(command, **kwargs):
+        started.append(kwargs["env"])
+        return real_popen(command, **kwargs)
+
+    monkeypatch.setattr(demo.subprocess, "Popen", recording_popen)
+    demo._aha_side_by_side([["help"], ["help"]])
+    assert [(env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]) for env in started] == [("1", "1"), ("1", "1")]
+
+
+def test_fewer_cores_than_stages_runs_them_one_after_the_other(capfd, monkeypatch):
+    monkeypatch.setattr(demo, "_usable_cores", lambda: 1)
+    demo._aha_side_by_side([["help"], ["help"]])
+    out = capfd.readouterr().out
+    assert "side by side" not in out and out.count("$ aha help") == 2
