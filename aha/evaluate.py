@@ -11,8 +11,8 @@ Prompts: `aha.data.grpo_dataset` (the function training uses) over the recipe's 
 The recipe is `--recipe`, else the one a run folder was trained with (its summary.json), else the task's default.
 `--task` picks the held-out set, and the default recipe:
   arith      the tiny demo's generated held-out word problems; recipes/tiny/grpo-arith.yaml
-  gsm8k      GSM8K test (1,319): ../shared/data/gsm8k/test.jsonl when present, else the hub's openai/gsm8k main
-             test; recipes/qwen2.5-1.5b-instruct/gsm8k-grpo.yaml
+  gsm8k      GSM8K test (1,319): the repository's copy data/gsm8k/test.jsonl (provenance in data/gsm8k/SOURCE.md),
+             else the hub's openai/gsm8k main test; recipes/qwen2.5-1.5b-instruct/gsm8k-grpo.yaml
   countdown  a generated held-out Countdown set, 3-4 numbers up to 99, targets up to 100 (`synthetic:countdown`; a
              recipe that generates its own Countdown data keeps its test split); recipes/qwen2.5-3b-instruct/
              countdown-grpo.yaml
@@ -68,7 +68,7 @@ TASK_RECIPES = {
     "gsm8k": "recipes/qwen2.5-1.5b-instruct/gsm8k-grpo.yaml",
     "countdown": "recipes/qwen2.5-3b-instruct/countdown-grpo.yaml",
 }
-GSM8K_LOCAL_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_LOCAL_TEST = REPO / "data" / "gsm8k" / "test.jsonl"  # byte-for-byte upstream copy; see data/gsm8k/SOURCE.md
 # The generated Countdown held-out set: the Countdown-Tasks-3to4 shape (3 or 4 numbers, targets below 100).
 COUNTDOWN_HELD_OUT = {
     "n_train": 0,

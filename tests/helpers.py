@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-GSM8K_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"  # in the repository; see data/gsm8k/SOURCE.md
 
 
 def write_recipe(tmp_path: Path, base: str, name: str = "recipe.yaml", drop: tuple[str, ...] = (), **keys) -> Path:

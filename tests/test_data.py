@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import pytest
 
@@ -32,7 +34,11 @@ def test_gsm8k_solution_drops_calculator_annotations():
     assert gsm8k_solution("She sold 48/2 = <<48/2=24>>24 clips.\n#### 24") == "She sold 48/2 = 24 clips."
 
 
-@pytest.mark.skipif(not GSM8K_TEST.exists(), reason="shared GSM8K copy absent")
+def test_gsm8k_copy_is_the_upstream_file_its_source_note_names():
+    recorded = re.search(r"\| ([0-9a-f]{64}) \|", (GSM8K_TEST.parent / "SOURCE.md").read_text()).group(1)
+    assert hashlib.sha256(GSM8K_TEST.read_bytes()).hexdigest() == recorded
+
+
 def test_local_gsm8k_file_becomes_conversations_with_gold():
     args = DatasetArguments(dataset_name=str(GSM8K_TEST), dataset_task="gsm8k", dataset_max_rows=50)
     table = grpo_dataset(args, PROMPT, tokenizer=None, split="train")

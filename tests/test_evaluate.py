@@ -281,7 +281,6 @@ def test_a_run_folder_brings_its_recipe(tmp_path, arith_recipe, tiny_model):
     assert with_task.recipe.path == str(arith_recipe)
 
 
-@pytest.mark.skipif(not GSM8K_TEST.is_file(), reason="no local GSM8K copy")
 def test_gsm8k_task_is_the_full_test_set_formatted_by_the_training_code(tiny_model):
     from aha.data import grpo_dataset
 
