@@ -66,12 +66,42 @@ def answer_block(text: str, tag: str = "answer") -> str | None:
     return text[start + len(opening) : end]
 
 
+def final_answer(text: str, answer_tag: str = "answer", think_tag: str = "think", in_think: bool = False) -> str | None:
+    """The content of the answer block that counts: the one `<answer>` block (see `answer_block`), and only where the
+    thinking is over: no `</think>` after it and no `<think>` left open before it.
+
+    `<think>a</think><answer>18</answer>` gives "18"; `<answer>18</answer>` (no think block at all) gives "18";
+    `<think>...<answer>18</answer>...</think>` gives None, as does `<answer>18</answer><think>...</think>`, and
+    `<think>...<answer>18</answer>` with the think block never closed. With `in_think=True` (a reward's
+    `answer_in_think: true`) the one answer block counts wherever it stands. A draft answer inside the thinking plus
+    a final one after it are two blocks: no answer, as for any completion that lists several.
+    """
+    block = answer_block(text, answer_tag)
+    if block is None or in_think:
+        return block
+    start = text.find(f"<{answer_tag}>")
+    think_open, think_close = tag_pair(think_tag)
+    if text.find(think_close, start) >= 0:
+        return None  # the thinking ends after the answer opened: the answer is part of (or before) the thinking
+    last_open = text.rfind(think_open, 0, start)
+    if last_open >= 0 and text.find(think_close, last_open, start) < 0:
+        return None  # inside a think block that never closes
+    return block
+
+
 def check_tag_name(option: str, value: str) -> None:
     if not TAG_NAME.fullmatch(value):
         raise ValueError(
             f"option {option}={value!r} is not a tag name: use letters, digits, '_', '.', '-' (up to 32, starting "
             f"with a letter), without angle brackets, e.g. {option}: think"
         )
+
+
+def check_answer_tags(answer_tag: str, think_tag: str) -> None:
+    check_tag_name("answer_tag", answer_tag)
+    check_tag_name("think_tag", think_tag)
+    if answer_tag == think_tag:
+        raise ValueError(f"think_tag and answer_tag are both {think_tag!r}: give them different names")
 
 
 def texts_of(completions: Any, reward_name: str) -> list[str]:

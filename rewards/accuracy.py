@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from rewards._text import answer_block, check_tag_name, column, guarded, texts_of
+from rewards._text import check_answer_tags, column, final_answer, guarded, texts_of
 
 # Longest answer block (characters, after stripping whitespace) that is parsed at all; a GSM8K answer is a number.
 MAX_ANSWER_CHARS = 256
@@ -44,7 +44,8 @@ _WRAPPERS = (
 )
 
 # One number as people write it, ASCII digits only (a unicode digit is not an answer). Digit runs are bounded so
-# that int() stays cheap; the thousands form ("1,000", LaTeX "1{,}000" or "1\,000") needs groups of exactly three.
+# that int() stays cheap; the thousands form ("1,000", LaTeX "1{,}000" or "1\,000") needs groups of exactly three
+# after a first group of 1-3 digits that does not start with 0 ("0,500" is not 500: it reads as a decimal comma).
 _NUMBER = re.compile(
     r"""
     (?:[A-Za-z][A-Za-z ]{0,40}(?::|=|[ ]is)[ ]*)?           # a label: "The answer is", "x =", "Total:"
@@ -54,7 +55,7 @@ _NUMBER = re.compile(
         \\[dt]?frac[ ]*\{[ ]*(?P<frac_sign>-)?[ ]*(?P<frac_num>[0-9]{1,40})[ ]*\}
                       [ ]*\{[ ]*(?P<frac_den>[0-9]{1,40})[ ]*\}
       | (?P<num>[0-9]{1,40})[ ]*/[ ]*(?P<den>[0-9]{1,40})
-      | (?P<int>[0-9]{1,3}(?:(?:,|\{,\}|\\,|\\!)[0-9]{3}){1,13}|[0-9]{1,40})(?:\.(?P<dec>[0-9]{1,40}))?
+      | (?P<int>[1-9][0-9]{0,2}(?:(?:,|\{,\}|\\,|\\!)[0-9]{3}){1,13}|[0-9]{1,40})(?:\.(?P<dec>[0-9]{1,40}))?
       | \.(?P<dec_only>[0-9]{1,40})
     )
     [ ]*                                                      # a unit: %, words, \text{words}
@@ -152,6 +153,10 @@ _FALLBACK_COMMANDS = re.compile(r"\\(?:[dt]?frac|boxed|left|right|cdot|times|div
 _FALLBACK_UNIT = re.compile(r"\\(?:text|mbox|mathrm)[ ]*\{[A-Za-z ]{0,40}\}")
 _FALLBACK_CHARS = re.compile(r"[0-9 +\-*/.,$%(){}=]*")
 _DIGIT_RUN = re.compile(r"[0-9]+")
+# A well-formed thousands number inside an expression ("1,000 \\times 2"): its commas are dropped before math-verify
+# sees it. Any other comma between digits ("0,5", "2,8") is a decimal comma, which math-verify would read as a point.
+_THOUSANDS_IN_EXPRESSION = re.compile(r"(?<![0-9.,])[1-9][0-9]{0,2}(?:,[0-9]{3})+(?![0-9,])")
+_DECIMAL_COMMA = re.compile(r"[0-9],[0-9]")
 
 
 @functools.cache
@@ -169,9 +174,11 @@ def _math_verify() -> tuple[Any, Any]:
 
 def fallback_allowed(answer: str) -> bool:
     """Whether math-verify may see `answer`: short ASCII arithmetic with a few numbers, whitelisted LaTeX, no powers,
-    factorials or letters outside unit text."""
+    factorials, decimal commas or letters outside unit text."""
     if len(answer) > MAX_FALLBACK_CHARS or not answer.isascii() or "**" in answer:
         return False
+    if _DECIMAL_COMMA.search(_THOUSANDS_IN_EXPRESSION.sub("0", answer)):
+        return False  # "0,5" is not 0.5 here, as in the number grammar
     bare = _FALLBACK_COMMANDS.sub(" ", _FALLBACK_UNIT.sub(" ", answer))
     if not _FALLBACK_CHARS.fullmatch(bare) or len(_DIGIT_RUN.findall(bare)) > MAX_FALLBACK_NUMBERS:
         return False
@@ -190,8 +197,22 @@ def _parsed_gold(value: Fraction) -> Any:
     return parse(f"${latex}$", parsing_timeout=None)
 
 
+# Math delimiters around a whole answer: math-verify reads each of them, so the fallback looks inside them.
+_MATH_DELIMITERS = (("$$", "$$"), ("\\(", "\\)"), ("\\[", "\\]"), ("$", "$"))
+
+
+def math_body(answer: str) -> str:
+    """`answer` without one pair of math delimiters around all of it: `\\(9+1\\)`, `\\[9+1\\]`, `$$9+1$$`, `$9+1$` all
+    give "9+1"; `\\(9\\) + \\(1\\)` is not wrapped as a whole and stays as it is (and the guard refuses it)."""
+    answer = answer.strip()
+    for opening, closing in _MATH_DELIMITERS:
+        if len(answer) > len(opening) + len(closing) and answer.startswith(opening) and answer.endswith(closing):
+            return answer[len(opening) : -len(closing)].strip()
+    return answer
+
+
 def math_verify_equal(answer: str, gold: Fraction) -> bool:
-    """math-verify's verdict on `answer` (already through `fallback_allowed`) against `gold`."""
+    """math-verify's verdict on `answer` (already through `math_body` and `fallback_allowed`) against `gold`."""
     parse, verify = _math_verify()
     if "\\" in answer and "$" not in answer.replace("\\$", ""):
         answer = f"${answer}$"  # math-verify reads LaTeX only between math delimiters
@@ -207,15 +228,18 @@ class Gsm8kAccuracyOptions:
     """correct: the score of a numerically correct answer. exact_match: when set, the score of an answer block that is
     exactly the gold string (stripped); seed-000 style is exact_match 2.0 with correct 1.5. math_verify: judge answers
     outside the number grammar with math-verify (credits expressions such as "2 \\times 500"; slower, see the module
-    docstring). answer_tag: the answer block's tag name."""
+    docstring). answer_tag: the answer block's tag name. think_tag: the thinking block's tag name; only an answer
+    after the thinking counts. answer_in_think: count the one answer block even inside (or before) the thinking."""
 
     correct: float = 1.0
     exact_match: float | None = None
     math_verify: bool = False
     answer_tag: str = "answer"
+    think_tag: str = "think"
+    answer_in_think: bool = False
 
     def __post_init__(self) -> None:
-        check_tag_name("answer_tag", self.answer_tag)
+        check_answer_tags(self.answer_tag, self.think_tag)
         if self.correct <= 0:
             raise ValueError(f"correct must be > 0 (a wrong answer scores 0.0), got {self.correct}")
         if self.exact_match is not None and self.exact_match <= 0:
@@ -226,7 +250,7 @@ def _accuracy(text: str, gold: Any, options: Gsm8kAccuracyOptions) -> float | No
     expected = gold_value(gold)
     if expected is None:
         return None
-    block = answer_block(text, options.answer_tag)
+    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
     if block is None:
         return 0.0
     answer = block.strip()
@@ -237,8 +261,10 @@ def _accuracy(text: str, gold: Any, options: Gsm8kAccuracyOptions) -> float | No
     value = parse_number(answer)
     if value is not None:
         return options.correct if value == expected else 0.0
-    if options.math_verify and fallback_allowed(answer) and math_verify_equal(answer, expected):
-        return options.correct
+    if options.math_verify:
+        body = math_body(answer)
+        if fallback_allowed(body) and math_verify_equal(body, expected):
+            return options.correct
     return 0.0
 
 
@@ -261,24 +287,27 @@ def gsm8k_accuracy(completions: Any, **kwargs: Any) -> list[float | None]:
 
 # --- integer_answer ---------------------------------------------------------------------------------------------------
 
-_INTEGER = re.compile(r"[-+\u2212]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)")
+_INTEGER = re.compile(r"[-+\u2212]?(?:[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]+)")
 
 
 @dataclass(frozen=True)
 class IntegerAnswerOptions:
-    """value: the score when the answer block holds an integer. answer_tag: the answer block's tag name."""
+    """value: the score when the answer block holds an integer. answer_tag, think_tag, answer_in_think: as for
+    gsm8k_accuracy."""
 
     value: float = 1.0
     answer_tag: str = "answer"
+    think_tag: str = "think"
+    answer_in_think: bool = False
 
     def __post_init__(self) -> None:
-        check_tag_name("answer_tag", self.answer_tag)
+        check_answer_tags(self.answer_tag, self.think_tag)
         if self.value <= 0:
             raise ValueError(f"value must be > 0, got {self.value}")
 
 
 def _holds_integer(text: str, options: IntegerAnswerOptions) -> float:
-    block = answer_block(text, options.answer_tag)
+    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
     if block is None:
         return 0.0
     answer = block.strip()

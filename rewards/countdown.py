@@ -17,7 +17,7 @@ from fractions import Fraction
 from numbers import Integral
 from typing import Any
 
-from rewards._text import answer_block, check_tag_name, column, guarded, texts_of
+from rewards._text import check_answer_tags, column, final_answer, guarded, texts_of
 
 # Longest expression (characters, stripped) that is parsed: six numbers with operators and parentheses fit in 60.
 MAX_EXPRESSION_CHARS = 200
@@ -38,14 +38,17 @@ class _Unscorable(Exception):
 class CountdownOptions:
     """correct: the score of an expression that uses every number once and hits the target. well_formed: partial
     credit for one that uses every number once but evaluates to something else (0.0 = none). answer_tag: the answer
-    block's tag name."""
+    block's tag name. think_tag: the thinking block's tag name; only an answer after the thinking counts.
+    answer_in_think: count the one answer block even inside (or before) the thinking."""
 
     correct: float = 1.0
     well_formed: float = 0.0
     answer_tag: str = "answer"
+    think_tag: str = "think"
+    answer_in_think: bool = False
 
     def __post_init__(self) -> None:
-        check_tag_name("answer_tag", self.answer_tag)
+        check_answer_tags(self.answer_tag, self.think_tag)
         if self.correct <= 0:
             raise ValueError(f"correct must be > 0, got {self.correct}")
         if not 0 <= self.well_formed < self.correct:
@@ -133,7 +136,7 @@ def _countdown(text: str, nums: Any, target: Any, options: CountdownOptions) -> 
     numbers, goal = _numbers(nums), _target(target)
     if numbers is None or goal is None:
         return None
-    block = answer_block(text, options.answer_tag)
+    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
     if block is None:
         return 0.0
     parsed = parse_expression(block)

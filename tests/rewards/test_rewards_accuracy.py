@@ -11,7 +11,7 @@ import rewards
 from rewards import _text
 from rewards.accuracy import parse_number
 
-GSM8K_TEST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = Path(__file__).resolve().parents[2] / "data" / "gsm8k" / "test.jsonl"
 
 
 @pytest.fixture(autouse=True)
@@ -164,6 +164,97 @@ MATH_VERIFY_CASES = [
 def test_gsm8k_accuracy_math_verify_option(answer, expected):
     reward = rewards.get("gsm8k_accuracy", math_verify=True)
     assert reward([completion(answer)], answer=["72"]) == [expected]
+
+
+# Bug: a comma group led by 0 was read as a thousands group ("0,111" scored right for 111).
+THOUSANDS_GROUP_CASES = [
+    # (behaviour, answer block, gold, expected)
+    ("a first group led by 0 is not a thousands group", "0,111", "111", 0.0),
+    ("0,500 is not 500", "0,500", "500", 0.0),
+    ("0,500 is not 0.5 either", "0,500", "0.5", 0.0),
+    ("a negative first group led by 0", "-0,500", "-500", 0.0),
+    ("a LaTeX-separated group led by 0", "0{,}500", "500", 0.0),
+    ("first group of one digit", "1,280", "1280", 1.0),
+    ("first group of three digits", "100,000", "100000", 1.0),
+    ("plain zero", "0", "0", 1.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "expected"),
+    [case[1:] for case in THOUSANDS_GROUP_CASES],
+    ids=[case[0] for case in THOUSANDS_GROUP_CASES],
+)
+def test_thousands_separator_needs_a_first_group_not_led_by_zero(answer, gold, expected):
+    assert rewards.get("gsm8k_accuracy")([completion(answer)], answer=[gold]) == [expected]
+    assert rewards.get("gsm8k_accuracy", math_verify=True)([completion(answer)], answer=[gold]) == [expected]
+
+
+@pytest.mark.parametrize(("answer", "expected"), [("0,111", 0.0), ("0,500", 0.0), ("1,280", 1.0), ("-1,280", 1.0)])
+def test_integer_answer_thousands_group_not_led_by_zero(answer, expected):
+    assert rewards.get("integer_answer")([completion(answer)]) == [expected]
+
+
+# Bug: the math-verify fallback refused an answer wrapped in \( \) or \[ \] (it credited $9+1$ only).
+MATH_DELIMITER_CASES = [
+    ("inline dollars", "$9+1$", "10", 1.0),
+    ("inline parentheses", "\\(9+1\\)", "10", 1.0),
+    ("display brackets", "\\[9+1\\]", "10", 1.0),
+    ("display dollars", "$$9+1$$", "10", 1.0),
+    ("latex product in parentheses delimiters", "\\(2 \\times 5\\)", "10", 1.0),
+    ("wrong sum in parentheses delimiters", "\\(9+2\\)", "10", 0.0),
+    ("two delimited expressions are not one answer", "\\(9\\) + \\(1\\)", "10", 0.0),
+    ("delimiters do not open the guard", "\\(\\sqrt{100}\\)", "10", 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "expected"),
+    [case[1:] for case in MATH_DELIMITER_CASES],
+    ids=[case[0] for case in MATH_DELIMITER_CASES],
+)
+def test_math_verify_fallback_reads_inside_any_math_delimiters(answer, gold, expected):
+    assert rewards.get("gsm8k_accuracy", math_verify=True)([completion(answer)], answer=[gold]) == [expected]
+
+
+# Bug: an answer block inside the think block earned full accuracy when no answer followed </think>.
+ANSWER_PLACEMENT_CASES = [
+    # (behaviour, completion, expected by default, expected with answer_in_think: true)
+    ("answer after the thinking", "<think>9 * 2</think>\n<answer>18</answer>", 1.0, 1.0),
+    ("answer without any thinking", "<answer>18</answer>", 1.0, 1.0),
+    ("answer after a prefilled think block", "9 * 2 = 18\n</think>\n<answer>18</answer>", 1.0, 1.0),
+    ("answer inside the thinking", "<think>9 * 2 <answer>18</answer> done</think>", 0.0, 1.0),
+    ("answer inside the thinking, nothing after", "<think>\n<answer>18</answer>\n</think>", 0.0, 1.0),
+    ("answer before the thinking", "<answer>18</answer><think>9 * 2</think>", 0.0, 1.0),
+    ("answer inside a think block never closed", "<think>9 * 2 <answer>18</answer>", 0.0, 1.0),
+    ("answer inside the second think block", "<think>a</think><think>b <answer>18</answer></think>", 0.0, 1.0),
+    ("a draft in the thinking and a final answer", "<think><answer>18</answer></think><answer>18</answer>", 0.0, 0.0),
+    ("a prefilled think tag in the prose does not open a block", "9 * 2\n</think> <answer>18</answer>", 1.0, 1.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "in_think"),
+    [case[1:] for case in ANSWER_PLACEMENT_CASES],
+    ids=[case[0] for case in ANSWER_PLACEMENT_CASES],
+)
+def test_only_an_answer_after_the_thinking_counts(text, default, in_think):
+    assert rewards.get("gsm8k_accuracy")([text], answer=["18"]) == [default]
+    assert rewards.get("gsm8k_accuracy", answer_in_think=True)([text], answer=["18"]) == [in_think]
+    assert rewards.get("integer_answer")([text]) == [default]
+    assert rewards.get("integer_answer", answer_in_think=True)([text]) == [in_think]
+    countdown = text.replace("18", "9 * 2")
+    assert rewards.get("countdown_equation")([countdown], nums=[[9, 2]], target=[18]) == [default]
+    loose = rewards.get("countdown_equation", answer_in_think=True)
+    assert loose([countdown], nums=[[9, 2]], target=[18]) == [in_think]
+
+
+def test_the_thinking_tag_is_an_option():
+    text = "<reasoning>9 * 2 <answer>18</answer></reasoning>"
+    assert rewards.get("gsm8k_accuracy")([text], answer=["18"]) == [1.0]  # no <think> block: nothing to be inside
+    assert rewards.get("gsm8k_accuracy", think_tag="reasoning")([text], answer=["18"]) == [0.0]
+    with pytest.raises(ValueError, match="both 'answer'"):
+        rewards.get("gsm8k_accuracy", think_tag="answer")
 
 
 ASSISTANT_18 = {"role": "assistant", "content": "<answer>18</answer>"}
