@@ -650,6 +650,10 @@ def validate(recipe: Recipe, *, require_model: bool = True) -> None:
             raise RecipeError("use_cpu", "a CPU recipe (gpus_per_node: 0) must say `use_cpu: true`.")
         if training.bf16 or training.fp16:
             raise RecipeError("bf16", "CPU recipes train in float32: set `bf16: false` and `fp16: false`.")
+    from aha.precision import lost_update_problem
+
+    if recipe.launch.trainer in TRAINERS and (problem := lost_update_problem(recipe)):
+        raise RecipeError("dtype", problem)
     if recipe.is_grpo:
         _validate_grpo(recipe)
     else:
