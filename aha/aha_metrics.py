@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aha.run_folder import AHA_SAMPLES_FILE, RunFolder
+
 logger = logging.getLogger("aha.aha_metrics")
 
 # Phrases of self-verification seen in R1-style reasoning traces; recipes replace the list with `reflection_phrases`.
@@ -54,7 +56,7 @@ DEFAULT_REFLECTION_PHRASES: tuple[str, ...] = (
     "on second thought",
     "i made a mistake",
 )
-SAMPLES_FILE = "aha-samples.jsonl"
+SAMPLES_FILE = AHA_SAMPLES_FILE  # appended to as training goes (a log: a cut-off last line is skipped by its reader)
 METRIC_PREFIX = "aha/"
 # Completions written to SAMPLES_FILE at each sampling point, and sampling points per run (about one per tenth).
 SAMPLES_PER_POINT = 2
@@ -292,6 +294,6 @@ def aha_metrics_hooks(recipe: Any) -> AhaHooks:
     """The aha-signal hooks of a GRPO `recipe` (an `aha.recipe.Recipe`): its reflection phrases, samples into its
     output_dir. Use: `reward_funcs = aha_metrics_hooks(recipe).attach(reward_funcs)`."""
     signals = AhaSignals(
-        phrases=configured_phrases(recipe), samples_path=Path(recipe.training.output_dir) / SAMPLES_FILE
+        phrases=configured_phrases(recipe), samples_path=RunFolder(Path(recipe.training.output_dir)).aha_samples_file
     )
     return AhaHooks(signals)

@@ -4,13 +4,13 @@
   optimizer step, saves a checkpoint and stops; rerunning the same command resumes from it.
 - `MarkCompleteCheckpoints`: writes `aha-complete.json` into a checkpoint once every rank has written its part.
   A checkpoint folder without it was cut off mid-write, and `aha.train` never resumes from it.
-- `TrainTimeBudget` (recipes with `max_train_minutes`): stops training once that much time went into steps; the
-  model is then saved as at `max_steps`.
+- `TrainTimeBudget` (recipes with `max_train_minutes`): a guard, set well above the expected time, that stops
+  training once that much time went into steps; the model is saved, the run says it stopped early, and rerunning the
+  same command resumes from its checkpoint to `max_steps`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -20,7 +20,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-COMPLETE_MARKER = "aha-complete.json"
+from aha.run_folder import CHECKPOINT_PREFIX, COMPLETE_MARKER, write_json_atomic
+
 # exit status of a run stopped by SIGTERM after saving (128 + signal number, what a shell reports for it)
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
@@ -89,7 +90,7 @@ class MarkCompleteCheckpoints(TrainerCallback):
         if dist is not None:
             dist.barrier()
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
             if folder.is_dir():
                 write_complete_marker(folder, state.global_step)
         if dist is not None:
@@ -97,13 +98,7 @@ class MarkCompleteCheckpoints(TrainerCallback):
 
 
 def write_complete_marker(folder: Path, step: int) -> None:
-    marker = folder / COMPLETE_MARKER
-    tmp = marker.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"global_step": step}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, marker)
+    write_json_atomic(folder / COMPLETE_MARKER, {"global_step": step})
 
 
 def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
@@ -126,7 +121,7 @@ class TrainTimeBudget(TrainerCallback):
         spent = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
         if _any_rank(spent >= self.seconds):
             self.stopped_at_step = state.global_step
-            control.should_save = True  # a checkpoint at the stop: a rerun sees the run finished (aha.train)
+            control.should_save = True  # a checkpoint at the stop: rerunning the same command resumes from it
             control.should_training_stop = True
         return control
 

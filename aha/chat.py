@@ -6,7 +6,7 @@
     aha chat runs/demo --web [--host 127.0.0.1] [--port 7860]    # a local web page (needs gradio)
 
 MODEL: a full model folder (a run's output_dir, a checkpoint, an `aha export` folder), a LoRA adapter folder or a hub
-id. The recipe (`--recipe`, else the one an exported folder or a run's summary.json names) gives the system prompt,
+id. The recipe (`--recipe`, else the one a run or exported folder used: recipe.resolved.yaml) gives the system prompt,
 the user message template and the assistant prefill, applied by aha.data's formatting (the code training and `aha
 eval` use), and the tag names of its format reward. Each question is a fresh conversation, as in training. A
 template over one column (`{question}`) takes the typed line; one over several columns (Countdown's `{nums}` and
@@ -34,7 +34,7 @@ from typing import Any, TextIO
 import yaml
 
 from aha.recipe import PromptArguments
-from aha.run_folder import RECIPE_COPY, SUMMARY_FILE
+from aha.run_folder import RunFolder
 
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_HOST = "127.0.0.1"
@@ -68,20 +68,13 @@ class ChatSettings:
 
 
 def find_recipe(model: str, recipe: str | None) -> str | None:
-    """`--recipe`, else the recipe an exported folder carries, else the one a run folder's summary.json names."""
+    """`--recipe`, else the recipe the run (or exported) folder used (aha.run_folder.RunFolder.recipe_file)."""
     if recipe:
         if not os.path.isfile(recipe):
             raise ChatError(f"recipe {recipe!r} does not exist; pass a path such as recipes/tiny/grpo-arith.yaml.")
         return recipe
-    folder = Path(model)
-    if (folder / RECIPE_COPY).is_file():
-        return str(folder / RECIPE_COPY)
-    for summary in (folder / SUMMARY_FILE, folder.parent / SUMMARY_FILE):
-        if summary.is_file():
-            named = json.loads(summary.read_text()).get("recipe")
-            if named and os.path.isfile(named):
-                return named
-    return None
+    found = RunFolder.of(model).recipe_file()
+    return str(found) if found else None
 
 
 def load_settings(recipe_path: str | None, max_new_tokens: int | None, temperature: float) -> ChatSettings:
@@ -306,9 +299,30 @@ class ChatSession:
     def __init__(self, model: ChatModel, settings: ChatSettings):
         self.model, self.settings = model, settings
 
+    def context_length(self) -> int | None:
+        """Tokens the model reads at most (config.max_position_embeddings), None when its config does not say."""
+        return getattr(self.model.model.config, "max_position_embeddings", None)
+
+    def checked_prompt(self, line: str) -> str:
+        """The rendered prompt, or ChatError when it leaves no room for the answer in the model's context (a long
+        paste would otherwise fail inside generate() or read positions the model never learned)."""
+        prompt = prompt_text(line, self.settings, self.model.tokenizer)
+        context = self.context_length()
+        if context is not None:
+            tokens = len(self.model.tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+            room = context - self.settings.max_new_tokens
+            if tokens > room:
+                raise ChatError(
+                    f"the question is too long: with the prompt it is {tokens:,} tokens, and this model reads at most "
+                    f"{max(room, 0):,} (its {context:,}-token context less the {self.settings.max_new_tokens} kept "
+                    "for the answer). Shorten it."
+                )
+        return prompt
+
     def ask(self, line: str) -> Iterator[tuple[str, str]]:
+        """Raises ChatError (before generating) for a question that does not fit the model's context."""
         settings = self.settings
-        prompt = prompt_text(line, settings, self.model.tokenizer)
+        prompt = self.checked_prompt(line)
         splitter = SectionSplitter(settings.think_tag, settings.answer_tag)
         prefill = settings.prompt.assistant_prefill if settings.prompt else None
         if prefill:  # the model's turn starts with it (e.g. "...<think>"): show it, and enter the block it opens
@@ -317,7 +331,7 @@ class ChatSession:
             yield from splitter.feed(chunk)
         yield from splitter.flush()
 
-    def describe(self) -> str:
+    def describe(self, terminal: bool = True) -> str:
         settings = self.settings
         lines = [f"aha chat: {self.model.name} ({self.model.kind}, {self.model.device})"]
         if settings.prompt is None:
@@ -328,7 +342,8 @@ class ChatSession:
             if settings.prompt.assistant_prefill:
                 lines.append(f"  prefill: {json.dumps(settings.prompt.assistant_prefill)}")
         mode = "greedy" if settings.temperature <= 0 else f"temperature {settings.temperature}"
-        lines.append(f"  {mode}, up to {settings.max_new_tokens} new tokens; an empty line, 'quit' or Ctrl-D ends")
+        ending = "; an empty line, 'quit' or Ctrl-D ends" if terminal else ""
+        lines.append(f"  {mode}, up to {settings.max_new_tokens} new tokens{ending}")
         return "\n".join(lines)
 
 
@@ -350,8 +365,11 @@ def terminal(session: ChatSession, stdin: TextIO, stdout: TextIO) -> int:
         if not interactive:
             stdout.write(f"\n> {question}\n")
         renderer = TerminalRenderer(stdout, color=stdout.isatty())
-        for section, text in session.ask(question):
-            renderer.write(section, text)
+        try:
+            for section, text in session.ask(question):
+                renderer.write(section, text)
+        except ChatError as err:  # this question only; the session goes on
+            stdout.write(f"aha chat: {err}\n")
         renderer.close()
 
 
@@ -364,13 +382,22 @@ def web_app(session: ChatSession):
         raise ChatError(WEB_EXTRA_MESSAGE) from err
 
     def ask(question: str) -> Iterator[tuple[str, str]]:
+        """(thinking, answer) as they grow. The answer box shows the answer block once one starts, else the text
+        outside the tags (a model that does not use them still answers). Bad input: a message, nothing generated."""
+        if not question.strip():
+            raise gr.Error("Type a question first: the question box is empty.", print_exception=False)
         sections = {THINK: "", ANSWER: "", TEXT: ""}
-        for section, text in session.ask(question.strip()):
-            sections[section] += text
-            yield sections[THINK].strip(), sections[ANSWER].strip()
+        answer_started = False
+        try:
+            for section, text in session.ask(question.strip()):
+                sections[section] += text
+                answer_started = answer_started or section == ANSWER
+                yield sections[THINK].strip(), sections[ANSWER if answer_started else TEXT].strip()
+        except ChatError as err:
+            raise gr.Error(str(err)[0].upper() + str(err)[1:], print_exception=False) from err
 
     with gr.Blocks(title="aha chat") as app:
-        gr.Markdown(f"### aha chat\n```\n{session.describe()}\n```")
+        gr.Markdown(f"### aha chat\n```\n{session.describe(terminal=False)}\n```")
         question = gr.Textbox(label="question", lines=2)
         button = gr.Button("Ask", variant="primary")
         thinking = gr.Textbox(label="thinking", lines=10)

@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from aha.run_folder import WEIGHTS_FILE, atomic_write
+
 SUPPORTED_TRL_VERSION = "1.16.0"
-WEIGHTS_FILE = "model.safetensors"
 RELOAD_TIMEOUT_S = 300.0
 
 
@@ -57,14 +58,13 @@ def cpu_copies(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[
 
 def save_weights(named_tensors: Iterable[tuple[str, torch.Tensor]], folder: str | os.PathLike) -> Path:
     """Write the weights as `folder/model.safetensors` (HF checkpoint names), atomically: vLLM loads every
-    `*.safetensors` in the folder, and a partial file is named so it never matches."""
+    `*.safetensors` in the folder, and the temporary file of `atomic_write` is named so it never matches."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{WEIGHTS_FILE}.partial"
-    save_file(dict(cpu_copies(named_tensors)), str(partial), metadata={"format": "pt"})
-    os.replace(partial, folder / WEIGHTS_FILE)
+    tensors = dict(cpu_copies(named_tensors))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return folder
 
 

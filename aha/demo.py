@@ -33,15 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aha.evaluate import BASELINE_EVAL_FILE, EVAL_FILE
 from aha.recipe import RecipeError, read_yaml
-from aha.run_folder import SUMMARY_FILE
+from aha.run_folder import MODEL_CONFIG, RunFolder
 
 WARMUP_RECIPE = "recipes/tiny/sft-warmup.yaml"
 GRPO_RECIPE = "recipes/tiny/grpo-arith.yaml"
 SFT_RECIPE = "recipes/tiny/sft-continue.yaml"
 COMPARE_SEED = 1
-WEIGHTS_FILE = "model.safetensors"
 
 
 class DemoError(ValueError):
@@ -173,18 +171,18 @@ def _without_progress_bars(text: str) -> str:
 
 
 def has_model(folder: Path) -> bool:
-    return (folder / "config.json").is_file()
+    return (folder / MODEL_CONFIG).is_file()
 
 
 def is_fresh(result: Path, model: Path) -> bool:
     """An evaluation file written after the model's weights were (a retrained model needs a new evaluation)."""
-    weights = model / WEIGHTS_FILE
+    weights = RunFolder(model).weights_file
     return result.is_file() and weights.is_file() and result.stat().st_mtime > weights.stat().st_mtime
 
 
 def train_minutes(run: Path) -> float:
     """Minutes the run spent in training steps (TRL's train_runtime), from its summary.json."""
-    summary_file = run / SUMMARY_FILE
+    summary_file = RunFolder(run).summary_file
     try:
         summary: dict[str, Any] = json.loads(summary_file.read_text())
         seconds = float(summary["train_summary"]["train_runtime"])
@@ -206,9 +204,9 @@ def warm_start(p: DemoPlan, tiny_preset: str) -> None:
 
 def evaluate(p: DemoPlan, eval_args: list[str]) -> None:
     stages = []
-    if not is_fresh(p.grpo_run / BASELINE_EVAL_FILE, p.warm_start):
+    if not is_fresh(RunFolder(p.grpo_run).eval_file(baseline=True), p.warm_start):
         stages.append(["eval", "--baseline", "--recipe", p.grpo, *eval_args])
-    if not is_fresh(p.grpo_run / EVAL_FILE, p.grpo_run):
+    if not is_fresh(RunFolder(p.grpo_run).eval_file(), p.grpo_run):
         stages.append(["eval", "--model", str(p.grpo_run), *eval_args])
     _aha_side_by_side(stages)
 
@@ -221,16 +219,16 @@ def compare(p: DemoPlan, eval_args: list[str]) -> None:
         print(f"aha demo: continued SFT gets GRPO's training time: {minutes:.2f} min", flush=True)
         _aha("launch", p.sft, "--max_train_minutes", f"{minutes:.3f}")
     stages = []
-    if not is_fresh(p.seed_run / EVAL_FILE, p.seed_run):
+    if not is_fresh(RunFolder(p.seed_run).eval_file(), p.seed_run):
         stages.append(["eval", "--model", str(p.seed_run), *eval_args])
-    if not is_fresh(p.sft_run / EVAL_FILE, p.sft_run):
+    if not is_fresh(RunFolder(p.sft_run).eval_file(), p.sft_run):
         # scored exactly like the GRPO run: its prompt, held-out set, rewards, token budget and temperature
         stages.append(["eval", "--model", str(p.sft_run), "--recipe", p.grpo, *eval_args])
     _aha_side_by_side(stages)
 
 
 def report(p: DemoPlan) -> None:
-    compared = [str(run) for run in p.compare_runs if (run / EVAL_FILE).is_file()]
+    compared = [str(run) for run in p.compare_runs if RunFolder(run).eval_file().is_file()]
     _aha("report", str(p.grpo_run), *[arg for run in compared for arg in ("--compare", run)])
 
 
@@ -272,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a stage failed; its own output said why
         return int(stop.code or 1)
     minutes = (time.perf_counter() - start) / 60
-    print(f"\naha demo: done in {minutes:.1f} min; report -> {p.grpo_run / 'report.md'}", flush=True)
+    print(f"\naha demo: done in {minutes:.1f} min; report -> {RunFolder(p.grpo_run).report_file}", flush=True)
     return 0
 
 

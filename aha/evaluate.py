@@ -1,6 +1,6 @@
 """`aha eval`: a model's accuracy on a recipe's held-out set, prompted and scored exactly as training does.
 
-    aha eval --model runs/demo                       # the run's own recipe (its summary.json)
+    aha eval --model runs/demo                       # the run's own recipe (its recipe.resolved.yaml)
     aha eval --model runs/demo --task arith --n 100 --samples 8
     aha eval --baseline --recipe recipes/tiny/grpo-arith.yaml   # the recipe's base model, into its output_dir
     aha eval --model Qwen/Qwen2.5-1.5B-Instruct --task gsm8k --backend vllm
@@ -8,7 +8,8 @@
 
 Prompts: `aha.data.grpo_dataset` (the function training uses) over the recipe's held-out split
 (`dataset_test_split`), with the evaluated model's tokenizer and the recipe's system prompt, template and prefill.
-The recipe is `--recipe`, else the one a run folder was trained with (its summary.json), else the task's default.
+The recipe is `--recipe`, else the one a run folder was trained with (its recipe.resolved.yaml: the recipe with the
+run's CLI overrides applied), else the task's default.
 `--task` picks the held-out set, and the default recipe:
   arith      the tiny demo's generated held-out word problems; recipes/tiny/grpo-arith.yaml
   gsm8k      GSM8K test (1,319): the repository's copy data/gsm8k/test.jsonl (provenance in data/gsm8k/SOURCE.md),
@@ -58,7 +59,14 @@ from pathlib import Path
 from typing import Any
 
 from aha.recipe import SYNTHETIC_PREFIX, Recipe, RecipeError, load, looks_like_local_path
-from aha.run_folder import SUMMARY_FILE
+from aha.run_folder import (
+    ADAPTER_CONFIG,
+    MODEL_CONFIG,
+    TOKENIZER_CONFIG,
+    RunFolder,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("arith", "gsm8k", "countdown")
@@ -79,8 +87,6 @@ COUNTDOWN_HELD_OUT = {
     "max_number": 99,
     "max_target": 100,
 }
-EVAL_FILE, SAMPLES_FILE = "eval.json", "samples.jsonl"
-BASELINE_EVAL_FILE, BASELINE_SAMPLES_FILE = "eval-baseline.json", "samples-baseline.jsonl"
 # The task's accuracy reward, and its options that make a correct answer score exactly 1.0.
 ACCURACY_REWARDS = {"gsm8k": "gsm8k_accuracy", "countdown": "countdown_equation"}
 FULL_CREDIT_OPTIONS = {
@@ -378,7 +384,7 @@ def resolve_model(name: str) -> ModelSource:
     """Classify `name`: a LoRA adapter folder (adapter_config.json), a full model folder (config.json) or a hub id."""
     folder = Path(name).expanduser()
     if folder.is_dir():
-        adapter_config = folder / "adapter_config.json"
+        adapter_config = folder / ADAPTER_CONFIG
         if adapter_config.is_file():
             config = json.loads(adapter_config.read_text())
             base = config.get("base_model_name_or_path")
@@ -393,9 +399,9 @@ def resolve_model(name: str) -> ModelSource:
                         f"{adapter_config}."
                     )
                 base = str(beside)
-            has_tokenizer = (folder / "tokenizer_config.json").is_file()
+            has_tokenizer = (folder / TOKENIZER_CONFIG).is_file()
             return ModelSource(name, "lora", base, str(folder) if has_tokenizer else base, str(folder), config.get("r"))
-        if not (folder / "config.json").is_file():
+        if not (folder / MODEL_CONFIG).is_file():
             raise EvalError(
                 f"{name!r} is a folder without config.json (a model) or adapter_config.json (a LoRA adapter); "
                 "point --model at the run's output_dir or a checkpoint-<step> folder."
@@ -678,14 +684,9 @@ def _task_of(recipe: Recipe) -> str:
 
 
 def _run_recipe_path(model: str) -> str | None:
-    """The recipe a run folder (or one of its checkpoints) was trained with, from its summary.json."""
-    folder = Path(model)
-    for candidate in (folder / SUMMARY_FILE, folder.parent / SUMMARY_FILE):
-        if candidate.is_file():
-            recipe = json.loads(candidate.read_text()).get("recipe")
-            if recipe and os.path.isfile(recipe):
-                return recipe
-    return None
+    """The recipe a run folder (or one of its checkpoints) was trained with, as the run resolved it."""
+    path = RunFolder.of(model).recipe_file()
+    return str(path) if path else None
 
 
 def _held_out_dataset(recipe: Recipe, task: str, notes: list[str]):
@@ -756,7 +757,7 @@ def plan(args: argparse.Namespace) -> EvalPlan:
         raise EvalError(f"--baseline needs a recipe: pass --recipe RECIPE or --task {'|'.join(TASKS)}.")
     if recipe_path is None:
         raise EvalError(
-            f"no recipe: {args.model!r} has no summary.json naming one; pass --recipe RECIPE or --task "
+            f"no recipe: {args.model!r} is not a run folder with its recipe; pass --recipe RECIPE or --task "
             f"{'|'.join(TASKS)}."
         )
     recipe = load(recipe_path, require_model=False)
@@ -779,9 +780,6 @@ def plan(args: argparse.Namespace) -> EvalPlan:
         output_dir = Path(model)
     else:
         output_dir = Path("runs") / "eval" / model.replace("/", "__")
-    eval_name, samples_name = (
-        (BASELINE_EVAL_FILE, BASELINE_SAMPLES_FILE) if args.baseline else (EVAL_FILE, SAMPLES_FILE)
-    )
 
     training = recipe.training
     grpo = recipe.is_grpo
@@ -806,8 +804,8 @@ def plan(args: argparse.Namespace) -> EvalPlan:
         task=task,
         source=source,
         output_dir=output_dir,
-        eval_file=output_dir / eval_name,
-        samples_file=output_dir / samples_name,
+        eval_file=RunFolder(output_dir).eval_file(args.baseline),
+        samples_file=RunFolder(output_dir).samples_file(args.baseline),
         baseline=args.baseline,
         n=args.n,
         samples=args.samples,
@@ -913,16 +911,15 @@ def _run(plan_: EvalPlan, start: float) -> dict[str, Any]:
 
 def write_outputs(plan_: EvalPlan, result: dict[str, Any], problems: Sequence[ScoredProblem]) -> None:
     plan_.output_dir.mkdir(parents=True, exist_ok=True)
-    with open(plan_.samples_file, "w") as f:
-        for problem in problems:
-            line = dataclasses.asdict(problem)
-            winner = majority(problem.samples)
-            line["pass_rate"] = _mean([_full(c.correct) for c in problem.samples]) if problem.samples else None
-            line["majority_answer"] = winner.answer if winner else None
-            f.write(json.dumps(line, default=str) + "\n")
-    tmp = plan_.eval_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, plan_.eval_file)  # atomic: `aha report` never reads half a file
+    lines = []
+    for problem in problems:
+        line = dataclasses.asdict(problem)
+        winner = majority(problem.samples)
+        line["pass_rate"] = _mean([_full(c.correct) for c in problem.samples]) if problem.samples else None
+        line["majority_answer"] = winner.answer if winner else None
+        lines.append(json.dumps(line, default=str) + "\n")
+    write_text_atomic(plan_.samples_file, "".join(lines))
+    write_json_atomic(plan_.eval_file, result)  # last: an eval.json always has its samples beside it
 
 
 METRIC_LABELS = {

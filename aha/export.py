@@ -7,7 +7,8 @@
 RUN_DIR is a run's output_dir (or one of its checkpoint-<step> folders). A LoRA adapter (adapter_config.json) is
 merged into its base model with peft's `merge_and_unload`, in the training dtype (the recipe's `dtype`; `--dtype`
 overrides): the "merge to 16-bit" of the Unsloth-style recipe. A full model is re-saved in that dtype. The folder also
-gets the tokenizer with its chat template, the recipe (recipe.yaml), the run's summary and eval files, its plots, and
+gets the tokenizer with its chat template, the run's recipe (recipe.yaml and the resolved recipe.resolved.yaml), its
+summary and eval files, its plots, and
 a model card (README.md) with the recipe, the final training metrics, before/after evaluation and the curves.
 
 `--push-to-hub REPO` uploads the folder (off by default). The token comes from HF_TOKEN or `hf auth login`, through
@@ -25,14 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aha.recipe import looks_like_local_path
-from aha.run_folder import RECIPE_COPY, SUMMARY_FILE
+from aha.run_folder import (
+    ADAPTER_CONFIG,
+    CHECKPOINT_PREFIX,
+    MODEL_CARD_FILE,
+    MODEL_CONFIG,
+    PLOTS_SUBDIR,
+    TOKENIZER_CONFIG,
+    RunFolder,
+    write_text_atomic,
+)
 
-ADAPTER_CONFIG = "adapter_config.json"
-EVAL_FILES = ("eval-baseline.json", "eval.json")  # aha.evaluate's before / after files in a run folder
-PLOTS_SUBDIR = "plots"
 DTYPES = ("float32", "bfloat16", "float16")
 EXIT_USAGE = 2
 
@@ -42,16 +47,16 @@ class ExportError(Exception):
 
 
 @dataclass
-class RunFolder:
-    """What a run folder holds. `weights`: the folder with the model or adapter (RUN_DIR itself); `run`: the folder
-    with summary.json (RUN_DIR, or its parent for a checkpoint)."""
+class ExportSource:
+    """What is exported. `weights`: the folder with the model or adapter (RUN_DIR itself); `run`: the run folder
+    (RUN_DIR, or its parent for a checkpoint)."""
 
     weights: Path
-    run: Path
+    run: RunFolder
     adapter_base: str | None  # the LoRA adapter's base model; None for a full model
     summary: dict[str, Any]
-    recipe_path: Path | None
-    recipe: dict[str, Any]  # the recipe's keys as written (not validated: export needs only a few of them)
+    recipe_path: Path | None  # the run's recipe file (aha.run_folder.RunFolder.recipe_file)
+    recipe: dict[str, Any]  # the recipe's keys as the run used them (not validated: export needs only a few)
 
     @property
     def is_adapter(self) -> bool:
@@ -68,7 +73,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def inspect_run(run_dir: str | Path) -> RunFolder:
+def inspect_run(run_dir: str | Path) -> ExportSource:
     weights = Path(run_dir).expanduser()
     if not weights.is_dir():
         raise ExportError(f"run folder {str(run_dir)!r} does not exist; pass a run's output_dir, e.g. runs/<name>.")
@@ -82,34 +87,28 @@ def inspect_run(run_dir: str | Path) -> RunFolder:
                 f"the adapter's base model {adapter_base!r} does not exist from {os.getcwd()}; run from the folder "
                 f"the training ran in, or fix base_model_name_or_path in {weights / ADAPTER_CONFIG}."
             )
-    elif not (weights / "config.json").is_file():
-        checkpoints = sorted(p.name for p in weights.glob("checkpoint-*") if p.is_dir())
+    elif not (weights / MODEL_CONFIG).is_file():
+        checkpoints = [folder.name for _, folder in RunFolder(weights).checkpoints()]
         hint = f" It has checkpoints: pass one of them, e.g. {weights / checkpoints[-1]}." if checkpoints else ""
         raise ExportError(
-            f"{weights} holds neither a LoRA adapter ({ADAPTER_CONFIG}) nor a model (config.json): the run has not "
+            f"{weights} holds neither a LoRA adapter ({ADAPTER_CONFIG}) nor a model ({MODEL_CONFIG}): the run has not "
             f"finished.{hint}"
         )
-    run = next((p for p in (weights, weights.parent) if (p / SUMMARY_FILE).is_file()), weights)
-    summary = _read_json(run / SUMMARY_FILE) if (run / SUMMARY_FILE).is_file() else {}
-    recipe_path = None
-    for candidate in (summary.get("recipe"), weights / RECIPE_COPY):
-        if candidate and Path(candidate).is_file():
-            recipe_path = Path(candidate)
-            break
-    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path else {}
-    return RunFolder(weights, run, adapter_base, summary, recipe_path, recipe if isinstance(recipe, dict) else {})
+    run = RunFolder.of(weights)
+    summary = _read_json(run.summary_file) if run.summary_file.is_file() else {}
+    return ExportSource(weights, run, adapter_base, summary, run.recipe_file(), run.recipe_settings())
 
 
-def training_dtype(folder: RunFolder, override: str | None) -> str:
+def training_dtype(folder: ExportSource, override: str | None) -> str:
     """The dtype to save in: `--dtype`, else the recipe's `dtype`, else the (base) model's config, else float32."""
     if override:
         return override
     recipe_dtype = folder.recipe.get("dtype")
     if recipe_dtype in DTYPES:
         return recipe_dtype
-    config_path = folder.weights / "config.json"
+    config_path = folder.weights / MODEL_CONFIG
     if folder.is_adapter and looks_like_local_path(folder.adapter_base or ""):
-        config_path = Path(folder.adapter_base or "") / "config.json"
+        config_path = Path(folder.adapter_base or "") / MODEL_CONFIG
     if config_path.is_file():
         config = _read_json(config_path)
         dtype = config.get("dtype") or config.get("torch_dtype")
@@ -122,7 +121,7 @@ def training_dtype(folder: RunFolder, override: str | None) -> str:
 # Weights and tokenizer
 
 
-def load_merged_model(folder: RunFolder, dtype: str):
+def load_merged_model(folder: ExportSource, dtype: str):
     """The run's model with any LoRA adapter merged into the base weights, in `dtype`."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -138,11 +137,11 @@ def load_merged_model(folder: RunFolder, dtype: str):
     return model.merge_and_unload()
 
 
-def load_run_tokenizer(folder: RunFolder):
+def load_run_tokenizer(folder: ExportSource):
     """The tokenizer training saved next to the weights (with the recipe's chat template), else the base model's."""
     from transformers import AutoTokenizer
 
-    source = folder.weights if (folder.weights / "tokenizer_config.json").is_file() else folder.adapter_base
+    source = folder.weights if (folder.weights / TOKENIZER_CONFIG).is_file() else folder.adapter_base
     tokenizer = AutoTokenizer.from_pretrained(source)
     template = folder.recipe.get("chat_template")
     if template and Path(template).is_file():  # the recipe replaced the tokenizer's template (aha.train does the same)
@@ -151,145 +150,55 @@ def load_run_tokenizer(folder: RunFolder):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The model card
-
-
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _eval_section(evals: dict[str, dict[str, Any]]) -> list[str]:
-    from aha.evaluate import display_metrics
-
-    before, after = evals.get("eval-baseline.json"), evals.get("eval.json")
-    shown = [e for e in (before, after) if e]
-    if not shown:
-        return []
-    first = shown[-1]
-    lines = [
-        "## Evaluation",
-        "",
-        f"Held-out set: {first.get('dataset')} {first.get('split') or ''} ({first.get('n')} problems), scored by the "
-        "recipe's reward functions (`aha eval`).",
-        "",
-    ]
-    columns = {name: dict((k, v) for k, _, v in display_metrics(e.get("metrics", {}))) for name, e in evals.items()}
-    labels = {k: label for e in shown for k, label, _ in display_metrics(e.get("metrics", {}))}
-    header = ("metric", *(("base model",) if before else ()), *(("this model",) if after else ()))
-    rows = []
-    for key, label in labels.items():
-        row = [label]
-        if before:
-            row.append(columns["eval-baseline.json"].get(key, "-"))
-        if after:
-            row.append(columns["eval.json"].get(key, "-"))
-        rows.append(tuple(row))
-    return [*lines, *_table(rows, header), ""]
-
-
-def model_card(
-    folder: RunFolder, base_model: str, dtype: str, evals: dict[str, dict[str, Any]], plots: list[str]
-) -> str:
-    recipe, summary = folder.recipe, folder.summary
-    dataset = recipe.get("dataset_name") or summary.get("dataset")
-    front = {
-        "base_model": base_model,
-        "library_name": "transformers",
-        "pipeline_tag": "text-generation",
-        "tags": ["aha", "grpo", "trl", "reasoning", *(["lora-merged"] if folder.is_adapter else [])],
-    }
-    if isinstance(dataset, str) and not dataset.startswith("synthetic:") and not looks_like_local_path(dataset):
-        front["datasets"] = [dataset]
-    how = "a LoRA adapter merged into the full weights" if folder.is_adapter else "full fine-tuning"
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).strip(),
-        "---",
-        "",
-        f"# {folder.run.name}",
-        "",
-        f"`{base_model}` trained with GRPO ({how}), saved in {dtype}. Recipe: `{folder.recipe_path or 'unknown'}` "
-        f"(copied here as `{RECIPE_COPY}`).",
-        "",
-        "## Prompt",
-        "",
-        "Prompt it as it was trained: the tokenizer's chat template with this system prompt and user message.",
-        "",
-        f"- system prompt: `{json.dumps(recipe.get('system_prompt'))}`",
-        f"- user message template: `{json.dumps(recipe.get('user_template'))}`",
-    ]
-    if recipe.get("assistant_prefill"):
-        lines.append(
-            f"- the assistant turn starts with `{json.dumps(recipe['assistant_prefill'])}` (pre-filled in the prompt)"
-        )
-    lines.append("")
-    if summary:
-        lines += ["## Training", ""]
-        facts = [
-            ("steps", f"{summary.get('global_step')} of {summary.get('max_steps')}"),
-            ("training processes", _number(summary.get("processes"))),
-            ("wall time", f"{summary.get('wall_time_s')} s"),
-            ("dataset", f"{summary.get('dataset')}"),
-        ]
-        lines += [*_table(facts, ("", "")), ""]
-        final = summary.get("final_metrics") or {}
-        if final:
-            lines += ["Metrics at the last logged step:", ""]
-            lines += [*_table([(key, _number(value)) for key, value in final.items()], ("metric", "value")), ""]
-    lines += _eval_section(evals)
-    if plots:
-        lines += ["## Curves", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    if folder.recipe_path:
-        lines += ["## Recipe", "", "```yaml", folder.recipe_path.read_text().rstrip(), "```", ""]
-    lines += [
-        "## Use",
-        "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        'model = AutoModelForCausalLM.from_pretrained("<this folder or repo>")',
-        'tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")',
-        "```",
-        "",
-        "Or chat with it: `aha chat <this folder>` (terminal) / `aha chat <this folder> --web`.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Export and push
 
 
-def copy_run_files(folder: RunFolder, output: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Recipe, summary, eval files and plots into `output`; returns the eval files read and the plot paths (relative
-    to `output`)."""
-    if folder.recipe_path:
-        shutil.copyfile(folder.recipe_path, output / RECIPE_COPY)
-    if (folder.run / SUMMARY_FILE).is_file():
-        shutil.copyfile(folder.run / SUMMARY_FILE, output / SUMMARY_FILE)
+def copy_run_files(folder: ExportSource, output: Path) -> tuple[dict[bool, dict[str, Any]], list[str]]:
+    """Recipe (as written and as resolved), summary, eval files and plots into `output`; returns the evaluations read
+    ({baseline: eval file content}) and the plot paths (relative to `output`)."""
+    run, target = folder.run, RunFolder(output)
+    for source, copy in ((run.recipe_copy, target.recipe_copy), (run.resolved_recipe, target.resolved_recipe)):
+        if source.is_file():
+            shutil.copyfile(source, copy)
+    if folder.recipe_path and not target.recipe_copy.is_file():  # an older run: the recipe summary.json names
+        shutil.copyfile(folder.recipe_path, target.recipe_copy)
+    if run.summary_file.is_file():
+        shutil.copyfile(run.summary_file, target.summary_file)
     evals = {}
-    for name in EVAL_FILES:
-        path = folder.run / name
-        if path.is_file():
-            evals[name] = _read_json(path)
-            shutil.copyfile(path, output / name)
+    for baseline in (True, False):
+        if run.eval_file(baseline).is_file():
+            evals[baseline] = _read_json(run.eval_file(baseline))
+            shutil.copyfile(run.eval_file(baseline), target.eval_file(baseline))
     plots = []
-    for png in sorted(folder.run.rglob("*.png")):
-        relative = png.relative_to(folder.run)
-        if relative.parts[0].startswith("checkpoint-") or png.resolve().is_relative_to(output.resolve()):
+    for png in sorted(run.path.rglob("*.png")):
+        relative = png.relative_to(run.path)
+        if relative.parts[0].startswith(CHECKPOINT_PREFIX) or png.resolve().is_relative_to(output.resolve()):
             continue  # checkpoints hold no plots of their own; an earlier export inside the run folder is not the run's
-        target = output / PLOTS_SUBDIR / png.name
-        target.parent.mkdir(exist_ok=True)
-        shutil.copyfile(png, target)
+        target_png = target.plots_dir / png.name
+        target_png.parent.mkdir(exist_ok=True)
+        shutil.copyfile(png, target_png)
         plots.append(f"{PLOTS_SUBDIR}/{png.name}")
     return evals, plots
+
+
+def card_facts(folder: ExportSource, base_model: str, dtype: str, evals: dict[bool, Any], plots: list[str]):
+    """The model card's facts for the exported folder."""
+    from aha.reporting.card import CardFacts
+
+    return CardFacts(
+        name=folder.run.path.name,
+        model_ref="<this folder or repo>",
+        recipe_source=folder.summary.get("recipe") or (str(folder.recipe_path) if folder.recipe_path else None),
+        recipe={"model_name_or_path": base_model, **folder.recipe},
+        recipe_yaml=folder.recipe_path.read_text() if folder.recipe_path else None,
+        summary={**folder.summary, "model": base_model},
+        baseline=evals.get(True),
+        trained=evals.get(False),
+        plots=[(Path(p).stem, p) for p in plots],
+        adapter=folder.is_adapter,
+        merged=folder.is_adapter,
+        dtype=dtype,
+    )
 
 
 def export(run_dir: str | Path, output: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
@@ -315,7 +224,9 @@ def export(run_dir: str | Path, output: str | Path, dtype: str | None = None, ov
     if not tokenizer.chat_template:
         print("aha export: note: the tokenizer has no chat template; prompts will need one.", file=sys.stderr)
     evals, plots = copy_run_files(folder, output)
-    (output / "README.md").write_text(model_card(folder, str(base_model), dtype, evals, plots))
+    from aha.reporting.card import model_card
+
+    write_text_atomic(output / MODEL_CARD_FILE, model_card(card_facts(folder, str(base_model), dtype, evals, plots)))
     return output
 
 

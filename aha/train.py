@@ -11,19 +11,26 @@ At the end the model and tokenizer go to `output_dir` and `summary.json` records
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
-import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aha.recipe import Recipe, RecipeError, load
-from aha.run_folder import RECIPE_COPY, SUMMARY_FILE, TENSORBOARD_SUBDIR
+import yaml
 
-CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+from aha.recipe import Recipe, RecipeError, load, read_yaml
+from aha.run_folder import TRAINER_STATE, RunFolder, override_values, write_json_atomic, write_text_atomic
+
+# Set by `aha launch` for the processes it starts: the CLI overrides the user gave (JSON list). The launcher appends
+# its own (--num_nodes, --gpus_per_node, the vLLM server's host and port) after them; those are the plan, not choices.
+USER_OVERRIDES_ENV = "AHA_USER_OVERRIDES"
 
 
 def world_size() -> int:
@@ -68,11 +75,8 @@ def last_checkpoint(output_dir: str) -> str | None:
     it (aha.callbacks.MarkCompleteCheckpoints); a folder cut off mid-write (a kill during the save) is skipped."""
     from aha.callbacks import is_complete_checkpoint
 
-    if not os.path.isdir(output_dir):
-        return None
-    steps = [(int(m.group(1)), m.group(0)) for m in map(CHECKPOINT_DIR.fullmatch, os.listdir(output_dir)) if m]
-    for _, name in sorted(steps, reverse=True):
-        path = os.path.join(output_dir, name)
+    for _, folder in reversed(RunFolder(Path(output_dir)).checkpoints()):
+        path = str(folder)
         if is_complete_checkpoint(path):
             return path
         if is_main_process():
@@ -147,14 +151,77 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     )
 
 
+def user_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides the user chose: what `aha launch` says they were (when they lead the flags this process got),
+    else all of them (`aha train` run by hand)."""
+    told = os.environ.get(USER_OVERRIDES_ENV)
+    try:
+        user = json.loads(told) if told else None
+    except ValueError:
+        user = None
+    if isinstance(user, list) and list(overrides[: len(user)]) == user:
+        return user
+    return list(overrides)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed recipe value as YAML writes it back: enums by value, tuples and paths as lists and strings."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def resolved_settings(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as this run uses it: the YAML's keys with every CLI override applied, each override valued as the
+    run parsed it. Loading the result with `aha.recipe.load` and no overrides gives the same recipe."""
+    settings = read_yaml(recipe.path)
+    sections = [s for s in (recipe.dataset, recipe.prompt, recipe.rewards, recipe.launch, recipe.training) if s]
+    sections.append(recipe.model)
+    for key in override_values(recipe.overrides):
+        for section in sections:
+            if key in {f.name for f in dataclasses.fields(section)}:
+                settings[key] = _plain(getattr(section, key))
+                break
+    return settings
+
+
+def write_run_recipe(recipe: Recipe, user: Sequence[str]) -> Path:
+    """Copy the recipe file into the run folder and write the resolved recipe beside it (what eval, chat, export and
+    report load); the resolved recipe's path."""
+    folder = RunFolder(Path(recipe.training.output_dir))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(recipe.path, folder.recipe_copy)
+    launcher = list(recipe.overrides[len(user) :])
+    header = [
+        f"# The recipe as the run in {folder.path} used it: {recipe.path}",
+        f"# with the user's overrides {' '.join(user) or '(none)'}"
+        + (f" and the launcher's plan {' '.join(launcher)}" if launcher else ""),
+        f"# Written by aha train at {datetime.now(UTC).isoformat(timespec='seconds')}. aha eval, chat, export and "
+        "report load this file.",
+    ]
+    body = yaml.safe_dump(resolved_settings(recipe), sort_keys=False, allow_unicode=True, width=120)
+    return write_text_atomic(folder.resolved_recipe, "\n".join(header) + "\n" + body)
+
+
 def write_summary(
-    recipe: Recipe, trainer, wall_time_s: float, resumed_from: str | None, stopped_by: str = "max_steps"
+    recipe: Recipe,
+    trainer,
+    wall_time_s: float,
+    resumed_from: str | None,
+    stopped_by: str = "max_steps",
+    user: Sequence[str] | None = None,
 ) -> Path:
     history = trainer.state.log_history
     train_logs = [entry for entry in history if "loss" in entry or "reward" in entry]
     summary = {
         "recipe": recipe.path,
-        "overrides": recipe.overrides,
+        "overrides": list(recipe.overrides if user is None else user),  # the user's CLI overrides only
         "trainer": recipe.launch.trainer,
         "model": recipe.model.model_name_or_path,
         "dataset": recipe.dataset.dataset_name,
@@ -164,49 +231,70 @@ def write_summary(
         "global_step": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
         "resumed_from": resumed_from,
-        "stopped_by": stopped_by,  # max_steps, or max_train_minutes when the time budget ended the run
+        "stopped_by": stopped_by,  # max_steps, or max_train_minutes when the time guard ended the run
         "wall_time_s": round(wall_time_s, 2),
         "final_metrics": train_logs[-1] if train_logs else {},
         "train_summary": next((e for e in reversed(history) if "train_runtime" in e), {}),
     }
-    path = Path(recipe.training.output_dir) / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a summary
-    return path
+    return write_json_atomic(RunFolder(Path(recipe.training.output_dir)).summary_file, summary)
 
 
 def completed_step(checkpoint: str | None, max_steps: int) -> int | None:
     """The step of `checkpoint` when it already reached `max_steps` (> 0), else None."""
     if checkpoint is None or max_steps <= 0:
         return None
-    state = Path(checkpoint) / "trainer_state.json"
+    state = Path(checkpoint) / TRAINER_STATE
     step = json.loads(state.read_text()).get("global_step", 0) if state.is_file() else 0
     return step if step >= max_steps else None
 
 
-def stopped_by_time_budget(checkpoint: str | None, summary_file: Path) -> int | None:
-    """The step of `checkpoint` when the run's time budget (max_train_minutes) ended the run there, else None."""
-    if checkpoint is None or not summary_file.is_file():
-        return None
-    state = Path(checkpoint) / "trainer_state.json"
-    try:
-        summary = json.loads(summary_file.read_text())
-        step = json.loads(state.read_text()).get("global_step") if state.is_file() else None
-    except (OSError, ValueError):
-        return None
-    finished = summary.get("stopped_by") == "max_train_minutes" and summary.get("global_step") == step
-    return step if finished else None
+# Steps at each end of the run that the start and end reward (or loss) are averaged over.
+ENDS_WINDOW = 10
 
 
-def run(recipe: Recipe) -> Path | None:
-    """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint."""
+def moving_ends(history: Sequence[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """Mean of `key` over the first and the last ENDS_WINDOW logged steps; None when it was never logged."""
+    values = [float(entry[key]) for entry in history if isinstance(entry.get(key), int | float)]
+    if not values:
+        return None
+    window = min(ENDS_WINDOW, len(values))
+    return sum(values[:window]) / window, sum(values[-window:]) / window
+
+
+def ending_lines(recipe: Recipe, trainer, stopped_by: str) -> list[str]:
+    """What a person reads when the run ends: steps done and why it stopped, the reward at the start and end, where
+    the model is and what to run next."""
+    state, output_dir = trainer.state, recipe.training.output_dir
+    if stopped_by == "max_train_minutes":
+        why = (
+            f"stopped by the time guard max_train_minutes={recipe.launch.max_train_minutes} before max_steps: the "
+            f"model is only partly trained. Run the same command again to train on to step {state.max_steps}."
+        )
+    else:
+        why = "reached max_steps"
+    lines = [f"aha: trained {state.global_step} of {state.max_steps} steps ({why})"]
+    key = "reward" if recipe.is_grpo else "loss"
+    ends = moving_ends(state.log_history, key)
+    if ends is not None:
+        lines.append(
+            f"aha: {key} (mean of up to {ENDS_WINDOW} logged steps) {ends[0]:.3f} at the start -> {ends[1]:.3f} at "
+            "the end"
+        )
+    lines.append(f"aha: model -> {output_dir}; next: aha eval --model {output_dir} && aha report {output_dir}")
+    return lines
+
+
+def run(recipe: Recipe, user: Sequence[str] | None = None) -> Path | None:
+    """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint. `user`: the CLI
+    overrides the user gave (the rest of `recipe.overrides` came from the launcher); default all of them."""
     from aha.callbacks import default_callbacks, sigterm_callback, time_budget_callback
 
     start = time.perf_counter()
+    user = list(recipe.overrides if user is None else user)
     output_dir = recipe.training.output_dir
+    folder = RunFolder(Path(output_dir))
     # TensorBoard's folder comes from this variable in transformers 5 (TrainingArguments lost logging_dir)
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(output_dir, TENSORBOARD_SUBDIR))
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder.tensorboard_dir))
     resume = recipe.training.resume_from_checkpoint or last_checkpoint(output_dir)
     if recipe.is_grpo and recipe.training.use_vllm and recipe.training.use_cpu:
         from aha import cpu_weight_sync
@@ -214,23 +302,18 @@ def run(recipe: Recipe) -> Path | None:
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it
     if recipe.training.use_cpu and resume:
         allow_cpu_rank_map_location()
-    summary = Path(output_dir) / SUMMARY_FILE
     done = completed_step(resume, recipe.training.max_steps)
-    if done is None:
-        done = stopped_by_time_budget(resume, summary)
-    if done is not None and summary.is_file():
+    if done is not None and folder.summary_file.is_file():
         # rerunning a finished run (make demo after make train) must not train on, nor overwrite its summary
         if is_main_process():
             print(
                 f"aha: {output_dir} already finished step {done} of {recipe.training.max_steps}; nothing to train. "
-                f"Summary -> {summary}. Raise --max_steps to train on, or use a new output_dir.",
+                f"Summary -> {folder.summary_file}. Raise --max_steps to train on, or use a new output_dir.",
                 flush=True,
             )
-        return summary
+        return folder.summary_file
     if is_main_process():
-        # the run folder carries its recipe: report, export and chat read it from there (overrides: summary.json)
-        os.makedirs(output_dir, exist_ok=True)
-        shutil.copyfile(recipe.path, os.path.join(output_dir, RECIPE_COPY))
+        write_run_recipe(recipe, user)  # later commands load the recipe from the run folder, never re-resolve it
     callbacks = default_callbacks(recipe)
     trainer = build_trainer(recipe, callbacks=callbacks)
     if resume and is_main_process():
@@ -246,16 +329,13 @@ def run(recipe: Recipe) -> Path | None:
             )
         return None
     trainer.save_model(output_dir)  # gathers ZeRO-3 shards; writes the tokenizer too
-    summary = Path(output_dir) / SUMMARY_FILE
+    summary = folder.summary_file
     if trainer.accelerator.is_main_process:
         budget = time_budget_callback(callbacks)
         stopped_by = "max_train_minutes" if budget is not None and budget.stopped_at_step is not None else "max_steps"
-        summary = write_summary(recipe, trainer, time.perf_counter() - start, resume, stopped_by)
-        print(
-            f"aha: model -> {output_dir}\naha: tensorboard -> {os.environ['TENSORBOARD_LOGGING_DIR']}\n"
-            f"aha: summary -> {summary}",
-            flush=True,
-        )
+        summary = write_summary(recipe, trainer, time.perf_counter() - start, resume, stopped_by, user)
+        print("\n".join(ending_lines(recipe, trainer, stopped_by)), flush=True)
+        print(f"aha: tensorboard -> {os.environ['TENSORBOARD_LOGGING_DIR']}; summary -> {summary}", flush=True)
     return summary
 
 
@@ -269,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"aha train: {argv[0]}: {err}", file=sys.stderr)
         return 2
-    if run(recipe) is None:
+    if run(recipe, user_overrides(argv[1:])) is None:
         from aha.callbacks import SIGTERM_EXIT_CODE
 
         return SIGTERM_EXIT_CODE

@@ -1,14 +1,16 @@
-"""The training callbacks' decisions, driven with TrainerState/TrainerControl as the trainer drives them."""
+"""The training callbacks' decisions, driven with TrainerState/TrainerControl as the trainer drives them, and what
+the end of a run says."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from aha.callbacks import TrainTimeBudget
-from aha.train import stopped_by_time_budget
+from aha.train import USER_OVERRIDES_ENV, completed_step, ending_lines, user_overrides
 
 
 @pytest.fixture
@@ -34,22 +36,38 @@ def write(path, data):
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize(
-    ("stopped_by", "summary_step", "checkpoint_step", "finished"),
-    [
-        ("max_train_minutes", 40, 40, 40),  # the budget ended the run at its last checkpoint: finished
-        ("max_train_minutes", 40, 25, None),  # a checkpoint older than the summary's end: resume from it
-        ("max_steps", 40, 40, None),  # ended by max_steps: completed_step decides, not this
-    ],
-)
-def test_a_run_ended_by_its_time_budget_counts_as_finished(tmp_path, stopped_by, summary_step, checkpoint_step,
-                                                          finished):  # fmt: skip
-    checkpoint = tmp_path / f"checkpoint-{checkpoint_step}"
-    write(checkpoint / "trainer_state.json", {"global_step": checkpoint_step})
-    write(tmp_path / "summary.json", {"stopped_by": stopped_by, "global_step": summary_step})
-    assert stopped_by_time_budget(str(checkpoint), tmp_path / "summary.json") == finished
+def test_a_run_stopped_by_its_time_guard_is_not_finished(tmp_path):
+    """The time guard stops a run before max_steps; rerunning the same command resumes it to max_steps."""
+    checkpoint = tmp_path / "checkpoint-40"
+    write(checkpoint / "trainer_state.json", {"global_step": 40})
+    write(tmp_path / "summary.json", {"stopped_by": "max_train_minutes", "global_step": 40})
+    assert completed_step(str(checkpoint), max_steps=200) is None
+    assert completed_step(str(checkpoint), max_steps=40) == 40
 
 
-def test_no_summary_means_not_finished(tmp_path):
-    write(tmp_path / "checkpoint-5" / "trainer_state.json", {"global_step": 5})
-    assert stopped_by_time_budget(str(tmp_path / "checkpoint-5"), tmp_path / "summary.json") is None
+def test_the_end_of_a_run_says_steps_why_reward_and_next_command():
+    history = [{"reward": 0.1 * step, "step": step} for step in range(1, 31)] + [{"train_runtime": 9.0}]
+    state = SimpleNamespace(global_step=30, max_steps=200, log_history=history)
+    recipe = SimpleNamespace(
+        is_grpo=True, launch=SimpleNamespace(max_train_minutes=30.0), training=SimpleNamespace(output_dir="runs/x")
+    )
+    lines = ending_lines(recipe, SimpleNamespace(state=state), "max_train_minutes")
+    assert len(lines) == 3
+    assert lines[0].startswith("aha: trained 30 of 200 steps (stopped by the time guard max_train_minutes=30.0")
+    assert "Run the same command again to train on to step 200" in lines[0]
+    assert "0.550 at the start -> 2.550 at the end" in lines[1]  # means of steps 1-10 and 21-30
+    assert "aha eval --model runs/x" in lines[2] and "aha report runs/x" in lines[2]
+    done = ending_lines(
+        recipe, SimpleNamespace(state=SimpleNamespace(**{**vars(state), "global_step": 200})), "max_steps"
+    )
+    assert done[0] == "aha: trained 200 of 200 steps (reached max_steps)"
+
+
+def test_only_the_users_overrides_are_recorded(monkeypatch):
+    launched = ["--seed", "1", "--num_nodes", "1", "--gpus_per_node", "0"]
+    monkeypatch.setenv(USER_OVERRIDES_ENV, json.dumps(["--seed", "1"]))
+    assert user_overrides(launched) == ["--seed", "1"]
+    monkeypatch.setenv(USER_OVERRIDES_ENV, json.dumps(["--seed", "2"]))  # not what this process got: all are the user's
+    assert user_overrides(launched) == launched
+    monkeypatch.delenv(USER_OVERRIDES_ENV)
+    assert user_overrides(launched) == launched  # `aha train` by hand

@@ -241,7 +241,7 @@ def args(*argv: str):
     [
         (("--baseline", "--model", "x", "--task", "arith"), "drop --model"),
         (("--task", "arith"), "say what to evaluate"),
-        (("--model", "{tmp}"), "no summary.json"),
+        (("--model", "{tmp}"), "not a run folder with its recipe"),
         (("--baseline",), "pass --recipe RECIPE or --task"),
         (("--model", "{tiny}", "--task", "countdown", "--recipe", "recipes/tiny/grpo-arith.yaml"), "countdown recipe"),
         (("--model", "{tiny}", "--task", "arith", "--samples", "-1"), "--samples must be >= 0"),

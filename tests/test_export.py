@@ -129,7 +129,7 @@ def test_export_folder_is_a_plain_model_with_tokenizer_template_and_card(exporte
     assert "| reward | 0.625 |" in card  # final metrics from summary.json
     # before/after from the eval files, formatted by aha.evaluate (0.25 or 25.0%)
     row = next(line for line in card.splitlines() if line.startswith("| greedy pass@1 |"))
-    before, after = (cell.strip() for cell in row.strip("|").split("|")[1:])
+    before, after = (cell.strip() for cell in row.strip("|").split("|")[1:3])  # then the change
     assert "25" in before and "50" in after
     assert "![reward](plots/reward.png)" in card
     assert "system prompt" in card

@@ -11,7 +11,12 @@ import pytest
 import yaml
 
 from aha import report
-from aha.report import read_scalars, run_plots
+from aha.reporting.comparison import compared_keys
+from aha.reporting.plots import run_plots
+from aha.reporting.problems import ProblemPair, pick_problems, problem_counts
+from aha.reporting.runs import effective_recipe, event_files, override_values, read_scalars
+from aha.reporting.samples import completion_samples
+from aha.reporting.stability import stability, stability_markdown, window_means
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = 40
@@ -160,7 +165,7 @@ def test_without_evaluations_the_report_says_how_to_make_them(bare_run):
 
 
 def test_a_resumed_run_merges_its_event_files_and_the_later_one_wins(run_dir):
-    scalars = read_scalars(report.event_files(run_dir, {}))
+    scalars = read_scalars(event_files(run_dir, {}))
     reward = dict(scalars["train/reward"])
     assert sorted(reward) == list(range(1, STEPS + 1))
     assert reward[24] == pytest.approx(0.44) and reward[25] == pytest.approx(0.9)
@@ -172,7 +177,7 @@ def test_a_resumed_run_merges_its_event_files_and_the_later_one_wins(run_dir):
 )
 def test_kl_is_plotted_only_when_it_was_measured(tmp_path, kl, has_kl_panel):
     write_events(tmp_path / "tb", range(1, 5), {**TRL_SCALARS, "train/kl": kl})
-    plots = {plot.name: plot for plot in run_plots(read_scalars(report.event_files(tmp_path, {})))}
+    plots = {plot.name: plot for plot in run_plots(read_scalars(event_files(tmp_path, {})))}
     titles = [panel.title for panel in plots["training"].panels]
     assert ("KL to the reference model" in titles) == has_kl_panel
     assert "ratio clipped (PPO clip)" not in titles  # all zero
@@ -185,7 +190,7 @@ def test_kl_is_plotted_only_when_it_was_measured(tmp_path, kl, has_kl_panel):
 def test_an_sft_run_gets_the_plots_it_has(tmp_path):
     write_events(tmp_path / "tensorboard", range(1, 5), {"train/loss": lambda s: 2.0 / s,
                                                          "train/mean_token_accuracy": lambda s: 0.1 * s})  # fmt: skip
-    plots = run_plots(read_scalars(report.event_files(tmp_path, {})))
+    plots = run_plots(read_scalars(event_files(tmp_path, {})))
     assert [plot.name for plot in plots] == ["training"]
     assert [panel.title for panel in plots[0].panels] == ["loss", "token accuracy"]
 
@@ -204,7 +209,7 @@ def test_samples_fall_back_to_the_aha_hook_file(bare_run):
     rows = [{"step": s, "prompt": f"q{s}", "completion": f"wait <answer>{s}</answer>", "tokens": 5, "reflections": 1,
              "rewards": {"gsm8k_accuracy": 1.0}} for s in (0, 10, 20)]  # fmt: skip
     (run_dir / "aha-samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken")
-    source, samples = report.completion_samples(run_dir)
+    source, samples = completion_samples(run_dir)
     assert source == "aha-samples.jsonl"
     assert sorted(samples) == [0, 10, 20]
     assert samples[10][0].scores == {"gsm8k_accuracy": 1.0, "reflections": 1}
@@ -331,15 +336,15 @@ def test_a_missing_compared_folder_exits_2_naming_it(bare_run, tmp_path, capsys)
 
 def test_compared_keys_pick_the_largest_pass_at_k():
     results = [{"metrics": {"pass@2": 0.1, "pass@4": 0.2, "pass@1": 0.1}}, {"metrics": {"pass@16": 0.3}}]
-    assert report.compared_keys(results) == ["greedy_pass@1", "pass@1", "pass@16", "format_sampled"]
-    assert report.compared_keys([{"metrics": {"greedy_pass@1": 0.1}}]) == ["greedy_pass@1", "pass@1", "format_sampled"]
+    assert compared_keys(results) == ["greedy_pass@1", "pass@1", "pass@16", "format_sampled"]
+    assert compared_keys([{"metrics": {"greedy_pass@1": 0.1}}]) == ["greedy_pass@1", "pass@1", "format_sampled"]
 
 
 def test_override_values_are_typed_and_win_over_the_recipe():
     overrides = ["--seed", "1", "--beta=0.04", "--reward_funcs", "gsm8k_accuracy", "think_format", "--use_vllm"]
-    assert report.override_values(overrides) == {
+    assert override_values(overrides) == {
         "seed": 1, "beta": 0.04, "reward_funcs": ["gsm8k_accuracy", "think_format"], "use_vllm": True}  # fmt: skip
-    recipe = report.effective_recipe("seed: 0\nbeta: 0.0\nlearning_rate: 1.0e-4\n", {"overrides": overrides})
+    recipe = effective_recipe("seed: 0\nbeta: 0.0\nlearning_rate: 1.0e-4\n", {"overrides": overrides})
     assert (recipe["seed"], recipe["beta"], recipe["learning_rate"]) == (1, 0.04, 1e-4)
 
 
@@ -404,13 +409,13 @@ def test_same_problems_before_and_after(bare_run):
 
 
 def test_same_problems_show_a_broken_one_when_none_stayed_wrong():
-    def pair(index: int, before: float, after: float) -> report.ProblemPair:
-        return report.ProblemPair(index, f"q{index}", {"answer": "1"}, {"correct": before}, {"correct": after})
+    def pair(index: int, before: float, after: float) -> ProblemPair:
+        return ProblemPair(index, f"q{index}", {"answer": "1"}, {"correct": before}, {"correct": after})
 
-    picked = report.pick_problems([pair(0, 1.0, 1.0), pair(1, 1.0, 0.0), pair(2, 1.0, 0.0)])
+    picked = pick_problems([pair(0, 1.0, 1.0), pair(1, 1.0, 0.0), pair(2, 1.0, 0.0)])
     assert [(heading, p.index) for heading, p in picked] == [
         ("Right before and after", 0), ("Broken by training: right before, wrong after", 1)]  # fmt: skip
-    assert report.problem_counts([pair(0, 1.0, 1.0), pair(1, 1.0, 0.0), pair(2, 0.0, 1.0)]) == {
+    assert problem_counts([pair(0, 1.0, 1.0), pair(1, 1.0, 0.0), pair(2, 0.0, 1.0)]) == {
         "fixed": 1, "broken": 1, "kept": 1, "still_wrong": 0}  # fmt: skip
 
 
@@ -454,10 +459,10 @@ def test_a_collapsing_run_is_flagged_with_its_reasons(tmp_path):
         "train/frac_reward_zero_std": lambda s: 0.9,
     }
     write_events(tmp_path / "tb", range(1, 21), collapsing)  # 20 steps: 2 points at each end
-    result = report.stability(read_scalars(report.event_files(tmp_path, {})), GUARDED_RECIPE)
+    result = stability(read_scalars(event_files(tmp_path, {})), GUARDED_RECIPE)
     assert [s.role for s in result.signals] == ["entropy", "length", "clipped", "format", "accuracy", "zero_std"]
     assert len(result.reasons) == 4
-    text = report.stability_markdown(result, "recipe.yaml")
+    text = stability_markdown(result, "recipe.yaml")
     assert "Verdict: **Collapse suspected:** entropy fell to 10% of its start" in text
     assert "format reward (think_format) down 0.50 (0.90 -> 0.40" in text
     assert "80% of completions cut off at the token budget at the end" in text
@@ -486,20 +491,20 @@ def test_collapse_thresholds(tag, start, end, flagged):
     steps = range(1, 11)  # 10 points: the first and the last are the windows
     series = [(s, start if s == 1 else (start + end) / 2 if s < 10 else end) for s in steps]
     scalars = {"train/reward": [(s, 0.0) for s in steps], tag: series}
-    result = report.stability(scalars, {})
+    result = stability(scalars, {})
     assert bool(result.reasons) == flagged
     assert result.guards == []  # no recipe: the guards are unknown, not an error
 
 
 def test_window_means_take_a_tenth_of_the_steps_and_at_least_one():
-    assert report.window_means([(s, float(s)) for s in range(1, 41)]) == (2.5, 38.5, (1, 4), (37, 40))
-    assert report.window_means([(3, 1.0), (4, 2.0), (5, 3.0)]) == (1.0, 3.0, (3, 3), (5, 5))
+    assert window_means([(s, float(s)) for s in range(1, 41)]) == (2.5, 38.5, (1, 4), (37, 40))
+    assert window_means([(3, 1.0), (4, 2.0), (5, 3.0)]) == (1.0, 3.0, (3, 3), (5, 5))
 
 
 def test_stability_skips_missing_scalars_and_non_grpo_runs():
-    assert report.stability({"train/loss": [(1, 2.0)]}, GUARDED_RECIPE) is None  # an SFT run has no train/reward
-    result = report.stability({"train/reward": [(1, 0.1)], "train/entropy": [(1, 0.3)]}, {"learning_rate": 1e-4})
+    assert stability({"train/loss": [(1, 2.0)]}, GUARDED_RECIPE) is None  # an SFT run has no train/reward
+    result = stability({"train/reward": [(1, 0.1)], "train/entropy": [(1, 0.3)]}, {"learning_rate": 1e-4})
     assert [s.role for s in result.signals] == ["entropy"] and result.reasons == []
-    only_reward = report.stability({"train/reward": [(1, 0.1)]}, {})
-    assert "Verdict: not judged" in report.stability_markdown(only_reward, None)
-    assert "guards it set are unknown" in report.stability_markdown(only_reward, None)
+    only_reward = stability({"train/reward": [(1, 0.1)]}, {})
+    assert "Verdict: not judged" in stability_markdown(only_reward, None)
+    assert "guards it set are unknown" in stability_markdown(only_reward, None)

@@ -51,7 +51,7 @@ def demo(tmp_path_factory):
 
 
 def scalars(run):
-    from aha.report import event_files, read_scalars
+    from aha.reporting.runs import event_files, read_scalars
 
     return read_scalars(event_files(run, {}))
 

@@ -80,7 +80,7 @@ def test_model_card_describes_the_trained_model(measured_run):
 
 def test_aha_signals_are_logged_during_training(measured_run):
     """Needs aha/train.py to attach `aha_metrics_hooks(recipe)` to the reward functions."""
-    from aha.report import event_files, read_scalars
+    from aha.reporting.runs import event_files, read_scalars
 
     _, run, _ = measured_run
     scalars = read_scalars(event_files(run, {}))

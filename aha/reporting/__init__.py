@@ -1,0 +1,1 @@
+"""The parts of `aha report` (aha/report.py), one job per module."""
