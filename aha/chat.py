@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from aha.errors import AhaUserError
 from aha.recipe import PromptArguments
 from aha.run_folder import RunFolder
 
@@ -49,7 +50,7 @@ WEB_EXTRA_MESSAGE = (
 )
 
 
-class ChatError(Exception):
+class ChatError(AhaUserError):
     """Bad input to `aha chat`; the message says what to do. Exit 2."""
 
 
@@ -435,23 +436,21 @@ def main(
     load_model: Callable[[str, str], ChatModel] = ChatModel,
 ) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.web:  # before the model loads: a missing extra should not cost a minute of loading first
-            import importlib.util
+    if args.web:  # before the model loads: a missing extra should not cost a minute of loading first
+        import importlib.util
 
-            if importlib.util.find_spec("gradio") is None:
-                raise ChatError(WEB_EXTRA_MESSAGE)
-        if args.max_new_tokens is not None and args.max_new_tokens < 1:
-            raise ChatError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
-        settings = load_settings(find_recipe(args.model, args.recipe), args.max_new_tokens, args.temperature)
-        session = ChatSession(load_model(args.model, args.dtype), settings)
-        if args.web:
-            return web(session, args.host, args.port)
-    except ChatError as err:
-        print(f"aha chat: {err}", file=sys.stderr)
-        return 2
+        if importlib.util.find_spec("gradio") is None:
+            raise ChatError(WEB_EXTRA_MESSAGE)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ChatError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    settings = load_settings(find_recipe(args.model, args.recipe), args.max_new_tokens, args.temperature)
+    session = ChatSession(load_model(args.model, args.dtype), settings)
+    if args.web:
+        return web(session, args.host, args.port)
     return terminal(session, stdin or sys.stdin, stdout or sys.stdout)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha chat`
+
+    sys.exit(aha_main(["chat", *sys.argv[1:]]))

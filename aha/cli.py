@@ -1,13 +1,16 @@
 """`aha <verb> ...`: one command line over the project's entry points.
 
 Each verb lives in its own module as `main(argv: list[str]) -> int`; this file only dispatches, importing the
-module lazily so `aha check` does not pay for what `aha train` needs.
+module lazily so `aha check` does not pay for what `aha train` needs, and turns bad input (`aha.errors.AhaUserError`,
+raised by any verb) into its message and exit status 2, in this one place.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from aha.errors import EXIT_USAGE, AhaUserError
 
 # verb -> ("module:function", one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -42,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"aha: unknown verb {verb!r}; valid verbs: {', '.join(VERBS)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module_name, func_name = VERBS[verb][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except AhaUserError as err:  # bad input: the message says what and how to fix it; no traceback
+        print(f"aha {verb}: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aha.errors import AhaUserError
 from aha.recipe import RecipeError, read_yaml
 from aha.run_folder import MODEL_CONFIG, RunFolder
 
@@ -42,7 +43,7 @@ SFT_RECIPE = "recipes/tiny/sft-continue.yaml"
 COMPARE_SEED = 1
 
 
-class DemoError(ValueError):
+class DemoError(AhaUserError, ValueError):
     """The demo's recipes do not chain; the message names the recipe, the key and the fix."""
 
 
@@ -249,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         p = plan(args.warmup, args.grpo, args.sft)
-    except (DemoError, RecipeError) as err:
-        print(f"aha demo: {err}", file=sys.stderr)
-        return 2
+    except RecipeError as err:  # until RecipeError derives from aha.errors.AhaUserError, as DemoError does
+        raise DemoError(str(err)) from err
     eval_args = [*(["--n", str(args.eval_n)] if args.eval_n else [])]
     eval_args += ["--samples", str(args.eval_samples)] if args.eval_samples is not None else []
     start = time.perf_counter()
@@ -264,9 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             compare(p, eval_args)
         report(p)
-    except DemoError as err:
-        print(f"aha demo: {err}", file=sys.stderr)
-        return 2
     except SystemExit as stop:  # a stage failed; its own output said why
         return int(stop.code or 1)
     minutes = (time.perf_counter() - start) / 60
@@ -275,4 +272,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha demo`
+
+    sys.exit(aha_main(["demo", *sys.argv[1:]]))

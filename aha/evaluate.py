@@ -58,6 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aha.errors import AhaUserError
 from aha.recipe import SYNTHETIC_PREFIX, Recipe, RecipeError, load, looks_like_local_path
 from aha.run_folder import (
     ADAPTER_CONFIG,
@@ -103,7 +104,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 1.0
 
 
-class EvalError(ValueError):
+class EvalError(AhaUserError, ValueError):
     """Bad input to `aha eval`; the message states the rule and the fix."""
 
 
@@ -1040,12 +1041,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan_ = plan(args)
         result = run(plan_)
-    except (EvalError, RecipeError) as err:
-        print(f"aha eval: {err}", file=sys.stderr)
-        return 2
+    except RecipeError as err:  # until RecipeError derives from aha.errors.AhaUserError, as EvalError does
+        raise EvalError(str(err)) from err
     print_table(result, plan_.eval_file)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha eval`
+
+    sys.exit(aha_main(["eval", *sys.argv[1:]]))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aha.errors import AhaUserError
 from aha.recipe import looks_like_local_path
 from aha.run_folder import (
     ADAPTER_CONFIG,
@@ -39,10 +40,9 @@ from aha.run_folder import (
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
-EXIT_USAGE = 2
 
 
-class ExportError(Exception):
+class ExportError(AhaUserError):
     """The run folder cannot be exported as asked; the message says why and what to do. Exit 2."""
 
 
@@ -257,11 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     output = Path(args.output) if args.output else Path(f"{str(args.run_dir).rstrip('/')}-merged")
-    try:
-        path = export(args.run_dir, output, args.dtype, args.overwrite)
-    except ExportError as err:
-        print(f"aha export: {args.run_dir}: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    path = export(args.run_dir, output, args.dtype, args.overwrite)
     print(f"aha export: model -> {path}")
     if args.push_to_hub:
         url = push_to_hub(path, args.push_to_hub, args.private)
@@ -270,4 +266,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha export`
+
+    sys.exit(aha_main(["export", *sys.argv[1:]]))

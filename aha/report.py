@@ -255,11 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         f"RUN_DIR/{COMPARISON_FILE}",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        report = write_report(args.run_dir, card=not args.no_model_card, compare=args.compare)
-    except ReportError as err:
-        print(f"aha report: {err}", file=sys.stderr)
-        return 2
+    report = write_report(args.run_dir, card=not args.no_model_card, compare=args.compare)
     print(f"aha report: {len(report.plots) + (report.eval_plot is not None)} plots -> {report.run_dir / PLOTS_SUBDIR}")
     print(f"aha report: report -> {report.run_dir / REPORT_FILE}")
     if report.comparison is not None:
@@ -270,4 +266,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha report`
+
+    sys.exit(aha_main(["report", *sys.argv[1:]]))

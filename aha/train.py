@@ -357,4 +357,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha train`
+
+    sys.exit(aha_main(["train", *sys.argv[1:]]))

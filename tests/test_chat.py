@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aha import chat
+from aha import chat, cli
 from tests.helpers import REPO, write_recipe
 
 TINY_RECIPE = "recipes/tiny/grpo-arith.yaml"
@@ -160,8 +160,11 @@ def test_web_mode_without_gradio_names_the_extra_before_loading(monkeypatch, cap
     def never_load(*args):
         raise AssertionError("the model loaded before the missing extra was reported")
 
-    assert chat.main(["some/model", "--web"], load_model=never_load) == 2
+    with pytest.raises(chat.ChatError) as raised:
+        chat.main(["some/model", "--web"], load_model=never_load)
+    assert cli.main(["chat", "some/model", "--web"]) == 2  # `aha chat` turns it into a message and exit 2
     err = capsys.readouterr().err
+    assert str(raised.value) in err
     assert "gradio" in err and "'.[web]'" in err
 
 

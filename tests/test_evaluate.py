@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aha import evaluate
+from aha import cli, evaluate
 from aha.evaluate import (
     EvalError,
     Generated,
@@ -371,5 +371,5 @@ def test_a_lora_adapter_evaluates_like_its_merged_model(tmp_path, arith_recipe, 
 
 
 def test_bad_input_exits_2_with_the_rule(capsys):
-    assert evaluate.main(["--task", "arith"]) == 2
+    assert cli.main(["eval", "--task", "arith"]) == 2
     assert "aha eval: say what to evaluate" in capsys.readouterr().err

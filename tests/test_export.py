@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from aha import export
+from aha import cli, export
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RECIPE = "recipes/tiny/grpo-arith.yaml"
@@ -205,7 +205,7 @@ def test_bad_export_exits_2_saying_why(lora_run, tmp_path, capsys, kind, output,
         (tmp_path / output).mkdir()
         (tmp_path / output / "keep.txt").write_text("x")
         argv += ["--output", str(tmp_path / output)]
-    assert export.main(argv) == 2
+    assert cli.main(["export", *argv]) == 2
     err = capsys.readouterr().err
     for word in words:
         assert word in err, err

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aha import report
+from aha import cli, report
 from aha.reporting.comparison import compared_keys
 from aha.reporting.plots import run_plots
 from aha.reporting.problems import ProblemPair, pick_problems, problem_counts
@@ -236,7 +236,7 @@ def test_not_a_run_folder_exits_2(tmp_path, capsys, setup):
     folder = tmp_path / "run"
     if setup == "empty":
         folder.mkdir()
-    assert report.main([str(folder)]) == 2
+    assert cli.main(["report", str(folder)]) == 2
     assert "aha report:" in capsys.readouterr().err
 
 
@@ -328,7 +328,7 @@ def test_compare_without_a_baseline_shows_how_to_make_it(bare_run, tmp_path):
 
 def test_a_missing_compared_folder_exits_2_naming_it(bare_run, tmp_path, capsys):
     missing = tmp_path / "no-such-run"
-    assert report.main([str(bare_run), "--compare", str(missing)]) == 2
+    assert cli.main(["report", str(bare_run), "--compare", str(missing)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "--compare" in err
     assert not (bare_run / "comparison.json").exists()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aha.errors import AhaUserError
 from aha.run_folder import RunFolder, override_values, yaml_mapping
 
 TRAIN_PREFIX = "train/"  # TRL's training scalars in TensorBoard
@@ -14,7 +15,7 @@ TRAIN_PREFIX = "train/"  # TRL's training scalars in TensorBoard
 Series = list[tuple[int, float]]  # (step, value), sorted by step
 
 
-class ReportError(ValueError):
+class ReportError(AhaUserError, ValueError):
     """Bad input to `aha report`; the message states the rule and the fix."""
 
 
