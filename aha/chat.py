@@ -249,7 +249,8 @@ class ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
-        from aha.evaluate import EvalError, resolve_model
+        from aha.evaluation import EvalError
+        from aha.evaluation.generation import resolve_model
 
         transformers_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the chat
 

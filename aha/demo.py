@@ -126,10 +126,10 @@ def _usable_cores() -> int:
 def _aha_side_by_side(stages: list[list[str]]) -> None:
     """Independent stages (`aha <args>` each) at once, one process per core; each one's output when it ends.
 
-    Why: an evaluation of the tiny model is fastest on one torch thread (aha.evaluate.SMALL_MODEL_PARAMETERS), so two
-    of them side by side take the time of one on a 2-core machine. Each stage is held to one thread (OMP/MKL) so a
-    larger model cannot make two processes fight over the cores; output is held back so progress bars do not
-    interleave. With fewer cores than stages they run one after the other.
+    Why: an evaluation of the tiny model is fastest on one torch thread (see SMALL_MODEL_PARAMETERS in
+    aha.evaluation.generation), so two of them side by side take the time of one on a 2-core machine. Each stage is
+    held to one thread (OMP/MKL) so a larger model cannot make two processes fight over the cores; output is held back
+    so progress bars do not interleave. With fewer cores than stages they run one after the other.
     """
     if len(stages) < 2 or _usable_cores() < len(stages):
         for args in stages:

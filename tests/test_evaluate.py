@@ -11,16 +11,15 @@ import pytest
 import yaml
 
 from aha import cli, evaluate
-from aha.evaluate import (
-    EvalError,
+from aha.evaluate import EvalError, plan
+from aha.evaluation.generation import resolve_model
+from aha.evaluation.scoring import (
     Generated,
     answer_key,
     build_scorer,
     k_values,
     majority,
     pass_at_k,
-    plan,
-    resolve_model,
     score_problems,
     summarize,
 )

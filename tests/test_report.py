@@ -356,7 +356,7 @@ def write_samples(path: Path, problems: list[tuple[int, str, str, str, float | N
     """A samples.jsonl as `aha eval` writes it: (index, question, gold answer, greedy text, greedy correct)."""
     import dataclasses
 
-    from aha.evaluate import ScoredCompletion, ScoredProblem
+    from aha.evaluation.scoring import ScoredCompletion, ScoredProblem
 
     lines = []
     for index, question, gold, text, correct in problems:

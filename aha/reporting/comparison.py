@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aha.evaluate import (
+from aha.evaluation.metrics import (
     METRIC_LABELS,
     format_metric,
 )
@@ -18,9 +18,6 @@ from aha.run_folder import (
     EVAL_FILE,
     SUMMARY_FILE,
 )
-
-# ----------------------------------------------------------------------------------------------------------------
-# Compared runs: this run next to other runs (other seeds, another method given the same time)
 
 BASE_LABEL, THIS_LABEL = "base model", "this run"
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aha.evaluate import (
+from aha.evaluation.metrics import (
     METRIC_LABELS,
     PERCENT_METRICS,
     format_metric,
     shown_metrics,
 )
-
-# ----------------------------------------------------------------------------------------------------------------
-# Before and after
 
 
 def compared_metrics(baseline: dict[str, Any] | None, trained: dict[str, Any] | None) -> list[str]:

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aha.evaluate import (
+from aha.evaluation.metrics import (
     METRIC_LABELS,
 )
 from aha.reporting.evals import compared_metrics
 from aha.reporting.runs import Series, train_tag
 
-# Sample completions shown per point of training (start, middle, end), and characters kept of each.
 # Curves with more points than this get an exponential moving average drawn over the raw values.
 SMOOTH_ABOVE = 20
 
@@ -60,7 +59,11 @@ def reward_components(scalars: dict[str, Series]) -> list[str]:
 
 def run_plots(scalars: dict[str, Series]) -> list[Plot]:
     """The figures this run's scalars support (a figure without any logged curve is left out)."""
-    plots = []
+    plots = [rewards_plot(scalars), completions_plot(scalars), training_plot(scalars), aha_plot(scalars)]
+    return [plot for plot in plots if plot.panels]
+
+
+def rewards_plot(scalars: dict[str, Series]) -> Plot:
     rewards = Plot(
         "rewards",
         "Rewards",
@@ -74,8 +77,10 @@ def run_plots(scalars: dict[str, Series]) -> list[Plot]:
     for name in reward_components(scalars):
         mean, std = train_tag(f"rewards/{name}/mean"), train_tag(f"rewards/{name}/std")
         rewards.panels.append(Panel(name, [Curve(mean, name, ("std", std))]))
-    plots.append(rewards)
+    return rewards
 
+
+def completions_plot(scalars: dict[str, Series]) -> Plot:
     completions = Plot(
         "completions",
         "Completions",
@@ -92,8 +97,10 @@ def run_plots(scalars: dict[str, Series]) -> list[Plot]:
         completions.panels.append(
             Panel("cut off at the token budget", [Curve(train_tag("completions/clipped_ratio"), "share")], percent=True)
         )
-    plots.append(completions)
+    return completions
 
+
+def training_plot(scalars: dict[str, Series]) -> Plot:
     training = Plot(
         "training",
         "Optimisation",
@@ -114,8 +121,10 @@ def run_plots(scalars: dict[str, Series]) -> list[Plot]:
         if has_curve(scalars, tag) and (name not in ("kl", "clip_ratio/region_mean") or _nonzero(scalars, tag)):
             panel = Panel(title, [Curve(tag, name)], percent=percent, scientific=name == "learning_rate")
             training.panels.append(panel)
-    plots.append(training)
+    return training
 
+
+def aha_plot(scalars: dict[str, Series]) -> Plot:
     aha = Plot(
         "aha",
         "Aha signals",
@@ -136,8 +145,7 @@ def run_plots(scalars: dict[str, Series]) -> list[Plot]:
     if phrases:
         curves = [Curve(tag, tag[len(phrase_prefix) :].replace("_", " ")) for tag in phrases[:6]]
         aha.panels.append(Panel("completions with the phrase", curves, percent=True, legend=True))
-    plots.append(aha)
-    return [plot for plot in plots if plot.panels]
+    return aha
 
 
 def _smooth(values: Sequence[float]) -> list[float]:

@@ -16,9 +16,6 @@ from aha.run_folder import (
     SAMPLES_FILE,
 )
 
-# ----------------------------------------------------------------------------------------------------------------
-# Same problems, before and after: the base model's and this run's greedy completions of the same questions
-
 PROBLEMS_SHOWN = 3
 
 

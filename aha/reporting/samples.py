@@ -18,8 +18,6 @@ from aha.run_folder import (
 SAMPLES_PER_POINT = 2
 MAX_COMPLETION_CHARS = 1200
 MAX_PROMPT_CHARS = 300
-# ----------------------------------------------------------------------------------------------------------------
-# Sample completions
 
 
 @dataclass

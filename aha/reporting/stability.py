@@ -13,9 +13,6 @@ from aha.run_folder import (
     RECIPE_COPY,
 )
 
-# ----------------------------------------------------------------------------------------------------------------
-# Stability: the guards a GRPO recipe set against collapse, and whether the run collapsed anyway
-
 # Start and end of a signal: its mean over the first and last tenth of the logged steps (at least one point each),
 # so one noisy batch neither raises nor clears the alarm.
 WINDOW_SHARE = 0.1
