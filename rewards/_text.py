@@ -52,18 +52,22 @@ def tag_pair(name: str) -> tuple[str, str]:
     return f"<{name}>", f"</{name}>"
 
 
+def _answer_span(text: str, opening: str, closing: str) -> tuple[int, int] | None:
+    """(start of the content, index of the closing tag) of the one `opening...closing` block, or None."""
+    if text.count(opening) != 1 or text.count(closing) != 1:
+        return None
+    # rfind: with one of each, the last is the only one, and the answer sits near the end of a completion
+    start, end = text.rfind(opening), text.rfind(closing)
+    return (start + len(opening), end) if start < end else None
+
+
 def answer_block(text: str, tag: str = "answer") -> str | None:
     """The content of the one `<tag>...</tag>` block, or None when there is none, it is unclosed, or there are several.
 
     Several answer blocks are no answer: a completion must commit to one (and cannot list guesses).
     """
-    opening, closing = tag_pair(tag)
-    if text.count(opening) != 1 or text.count(closing) != 1:
-        return None
-    start, end = text.find(opening), text.find(closing)
-    if end < start:
-        return None
-    return text[start + len(opening) : end]
+    span = _answer_span(text, f"<{tag}>", f"</{tag}>")
+    return None if span is None else text[span[0] : span[1]]
 
 
 def final_answer(text: str, answer_tag: str = "answer", think_tag: str = "think", in_think: bool = False) -> str | None:
@@ -76,17 +80,18 @@ def final_answer(text: str, answer_tag: str = "answer", think_tag: str = "think"
     `answer_in_think: true`) the one answer block counts wherever it stands. A draft answer inside the thinking plus
     a final one after it are two blocks: no answer, as for any completion that lists several.
     """
-    block = answer_block(text, answer_tag)
-    if block is None or in_think:
-        return block
-    start = text.find(f"<{answer_tag}>")
-    think_open, think_close = tag_pair(think_tag)
-    if text.find(think_close, start) >= 0:
-        return None  # the thinking ends after the answer opened: the answer is part of (or before) the thinking
-    last_open = text.rfind(think_open, 0, start)
-    if last_open >= 0 and text.find(think_close, last_open, start) < 0:
-        return None  # inside a think block that never closes
-    return block
+    opening = f"<{answer_tag}>"
+    span = _answer_span(text, opening, f"</{answer_tag}>")
+    if span is None:
+        return None
+    if not in_think:
+        start = span[0] - len(opening)
+        last_close = text.rfind(f"</{think_tag}>")  # from the end: in a laid-out completion it is just before
+        if last_close > start:
+            return None  # the thinking ends after the answer opened: the answer is part of (or before) the thinking
+        if text.find(f"<{think_tag}>", max(last_close, 0), start) >= 0:
+            return None  # inside a think block opened after the last close (or never closed)
+    return text[span[0] : span[1]]
 
 
 def check_tag_name(option: str, value: str) -> None:

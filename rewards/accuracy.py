@@ -1,16 +1,19 @@
 """Answer rewards for GSM8K-style problems: `gsm8k_accuracy` (the number in the answer block against the gold answer)
 and `integer_answer` (the answer block holds an integer).
 
-Numbers compare exactly, as fractions, after normalising how people and models write them: "1,000", "$18", "\\$18",
-"18.00", "18 dollars", "-5", "3/4", "\\frac{3}{4}", "\\boxed{18}", "$18$", "18\\%", "The answer is 18", a trailing
-period. This grammar is the fast path: microseconds per answer, no dependency.
+Numbers compare exactly, as fractions, after reading how people and models write them: "1,000", "1 000", "$18",
+"18$", "18.00", "18 dollars", "-5", "3/4", "\\frac{3}{4}", "\\frac34", "\\boxed{18}", "$18$", "**18**", "#### 18",
+"18\\%", "$28$ %", "The answer is 18", a trailing period. `rewards.written_numbers` lists every accepted and refused
+spelling with examples. This grammar is the fast path: microseconds per answer, no dependency.
+
+Which answer counts: the one `<answer>` block after the thinking (`rewards._text.final_answer`). An answer block
+inside the `<think>` block, before it, or in a think block never closed scores 0.0 unless `answer_in_think: true`;
+two answer blocks (a draft in the thinking and a final one included) are no answer.
 
 An answer outside the grammar scores 0.0 by default: an arithmetic expression is not an answer (crediting "12 + 7"
-would teach a model to leave the arithmetic to the verifier). With `math_verify: true` such answers go to math-verify,
-which credits equivalent expressions and LaTeX the grammar does not read. It runs without its signal-based timeout
-(that timeout raises outside the main thread), so a guard on the answer (short ASCII, whitelisted LaTeX, no powers or
-factorials, a few numbers) is what bounds its time: math-verify's LaTeX parser took 1 to 300 ms per guarded answer
-on this 2-core machine, so that option gives up the fast path's speed bound.
+would teach a model to leave the arithmetic to the verifier). With `math_verify: true` such answers go to math-verify
+behind a guard (`rewards.fallback`), which credits equivalent expressions and LaTeX the grammar does not read, and
+gives up the fast path's speed bound (1 to 300 ms per guarded answer on this 2-core machine).
 """
 
 from __future__ import annotations
@@ -25,99 +28,8 @@ from fractions import Fraction
 from typing import Any
 
 from rewards._text import check_answer_tags, column, final_answer, guarded, texts_of
-
-# Longest answer block (characters, after stripping whitespace) that is parsed at all; a GSM8K answer is a number.
-MAX_ANSWER_CHARS = 256
-# Guard for the optional math-verify fallback: sympy only ever sees short arithmetic over a few numbers.
-MAX_FALLBACK_CHARS = 64
-MAX_FALLBACK_NUMBERS = 4
-MAX_FALLBACK_BRACE_DEPTH = 3
-
-# Wrappers peeled off the whole answer before the number grammar applies: (opening, closing).
-_WRAPPERS = (
-    ("\\boxed{", "}"),
-    ("\\textbf{", "}"),
-    ("\\mathbf{", "}"),
-    ("\\(", "\\)"),
-    ("\\[", "\\]"),
-    ("$", "$"),
-)
-
-# One number as people write it, ASCII digits only (a unicode digit is not an answer). Digit runs are bounded so
-# that int() stays cheap; the thousands form ("1,000", LaTeX "1{,}000" or "1\,000") needs groups of exactly three
-# after a first group of 1-3 digits that does not start with 0 ("0,500" is not 500: it reads as a decimal comma).
-_NUMBER = re.compile(
-    r"""
-    (?:[A-Za-z][A-Za-z ]{0,40}(?::|=|[ ]is)[ ]*)?           # a label: "The answer is", "x =", "Total:"
-    (?P<sign>[-+])?[ ]*
-    (?:\\?\$[ ]*(?P<sign_after_currency>[-+])?[ ]*)?   # "$", "\$"; "-$5" and "$-5" both read -5
-    (?:
-        \\[dt]?frac[ ]*\{[ ]*(?P<frac_sign>-)?[ ]*(?P<frac_num>[0-9]{1,40})[ ]*\}
-                      [ ]*\{[ ]*(?P<frac_den>[0-9]{1,40})[ ]*\}
-      | (?P<num>[0-9]{1,40})[ ]*/[ ]*(?P<den>[0-9]{1,40})
-      | (?P<int>[1-9][0-9]{0,2}(?:(?:,|\{,\}|\\,|\\!)[0-9]{3}){1,13}|[0-9]{1,40})(?:\.(?P<dec>[0-9]{1,40}))?
-      | \.(?P<dec_only>[0-9]{1,40})
-    )
-    [ ]*                                                      # a unit: %, words, \text{words}
-    (?:
-        \\?%
-      | \\(?:text|mbox|mathrm)[ ]*\{[ ]*(?P<latex_unit>[A-Za-z][A-Za-z ]{0,40})\}
-      | (?P<unit>[A-Za-z][A-Za-z ]{0,40})
-    )?
-    [ ]*
-    """,
-    re.VERBOSE,
-)
-
-# Words after a number that change its value rather than name its unit ("m" stays a unit: metres).
-_MAGNITUDE_WORDS = frozenset({"hundred", "thousand", "million", "billion", "trillion", "dozen", "k", "bn"})
-
-
-def _peel(text: str) -> str:
-    """`text` without surrounding whitespace, a trailing period and whole-answer wrappers ($..$, \\boxed{..})."""
-    text = text.strip()
-    for _ in range(4):  # wrappers nest at most a few deep in real answers
-        before = text
-        if text.endswith(".") and not text.endswith(".."):
-            text = text[:-1].rstrip()
-        for opening, closing in _WRAPPERS:
-            if len(text) > len(opening) + len(closing) and text.startswith(opening) and text.endswith(closing):
-                text = text[len(opening) : -len(closing)].strip()
-        if text == before:
-            break
-    return text
-
-
-def parse_number(text: str) -> Fraction | None:
-    """The value of `text` when it is one number as people write it (see the module docstring), else None."""
-    if len(text) > MAX_ANSWER_CHARS + 16:
-        return None
-    text = _peel(text.replace("\u2212", "-"))  # U+2212 MINUS SIGN, as typeset math writes it
-    if not text.isascii():
-        return None
-    match = _NUMBER.fullmatch(text)
-    if match is None:
-        return None
-    unit = match["unit"] or match["latex_unit"]
-    if unit and not _MAGNITUDE_WORDS.isdisjoint(unit.lower().split()):
-        return None  # "18 thousand" is not 18
-    signs = [sign for sign in (match["sign"], match["sign_after_currency"], match["frac_sign"]) if sign]
-    if len(signs) > 1:
-        return None
-    negative = signs == ["-"]
-    if match["frac_num"] is not None or match["num"] is not None:
-        numerator = int(match["frac_num"] or match["num"])
-        denominator = int(match["frac_den"] or match["den"])
-        if denominator == 0:
-            return None
-        value = Fraction(numerator, denominator)
-    elif match["dec_only"] is not None:
-        value = Fraction(int(match["dec_only"]), 10 ** len(match["dec_only"]))
-    else:
-        value = Fraction(int(re.sub(r"[^0-9]", "", match["int"])))
-        if match["dec"]:
-            value += Fraction(int(match["dec"]), 10 ** len(match["dec"]))
-    return -value if negative else value
+from rewards.fallback import fallback_allowed, math_body, math_verify_equal
+from rewards.written_numbers import MAX_ANSWER_CHARS, parse_number
 
 
 def gold_text(gold: Any) -> str | None:
@@ -144,80 +56,6 @@ def gold_value(gold: Any) -> Fraction | None:
     if text is None or len(text) > MAX_ANSWER_CHARS:
         return None
     return _gold_value_of_text(text)
-
-
-# --- math-verify fallback -------------------------------------------------------------------------------------------
-
-# LaTeX commands math-verify may see; anything else (\sum, \binom, \sqrt, ^, !) can make sympy compute for minutes.
-_FALLBACK_COMMANDS = re.compile(r"\\(?:[dt]?frac|boxed|left|right|cdot|times|div|[$%,; ])")
-_FALLBACK_UNIT = re.compile(r"\\(?:text|mbox|mathrm)[ ]*\{[A-Za-z ]{0,40}\}")
-_FALLBACK_CHARS = re.compile(r"[0-9 +\-*/.,$%(){}=]*")
-_DIGIT_RUN = re.compile(r"[0-9]+")
-# A well-formed thousands number inside an expression ("1,000 \\times 2"): its commas are dropped before math-verify
-# sees it. Any other comma between digits ("0,5", "2,8") is a decimal comma, which math-verify would read as a point.
-_THOUSANDS_IN_EXPRESSION = re.compile(r"(?<![0-9.,])[1-9][0-9]{0,2}(?:,[0-9]{3})+(?![0-9,])")
-_DECIMAL_COMMA = re.compile(r"[0-9],[0-9]")
-
-
-@functools.cache
-def _math_verify() -> tuple[Any, Any]:
-    """math-verify's (parse, verify), imported on first use (about 0.6 s) and with its no-timeout warning silenced:
-    running without the signal timeout is deliberate here (see the module docstring)."""
-    import math_verify
-    import math_verify.grader
-    import math_verify.parser
-
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-    return math_verify.parse, math_verify.verify
-
-
-def fallback_allowed(answer: str) -> bool:
-    """Whether math-verify may see `answer`: short ASCII arithmetic with a few numbers, whitelisted LaTeX, no powers,
-    factorials, decimal commas or letters outside unit text."""
-    if len(answer) > MAX_FALLBACK_CHARS or not answer.isascii() or "**" in answer:
-        return False
-    if _DECIMAL_COMMA.search(_THOUSANDS_IN_EXPRESSION.sub("0", answer)):
-        return False  # "0,5" is not 0.5 here, as in the number grammar
-    bare = _FALLBACK_COMMANDS.sub(" ", _FALLBACK_UNIT.sub(" ", answer))
-    if not _FALLBACK_CHARS.fullmatch(bare) or len(_DIGIT_RUN.findall(bare)) > MAX_FALLBACK_NUMBERS:
-        return False
-    depth = 0
-    for char in answer:
-        depth += (char == "{") - (char == "}")
-        if depth > MAX_FALLBACK_BRACE_DEPTH or depth < 0:
-            return False
-    return depth == 0
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_gold(value: Fraction) -> Any:
-    parse, _ = _math_verify()
-    latex = str(value.numerator) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
-    return parse(f"${latex}$", parsing_timeout=None)
-
-
-# Math delimiters around a whole answer: math-verify reads each of them, so the fallback looks inside them.
-_MATH_DELIMITERS = (("$$", "$$"), ("\\(", "\\)"), ("\\[", "\\]"), ("$", "$"))
-
-
-def math_body(answer: str) -> str:
-    """`answer` without one pair of math delimiters around all of it: `\\(9+1\\)`, `\\[9+1\\]`, `$$9+1$$`, `$9+1$` all
-    give "9+1"; `\\(9\\) + \\(1\\)` is not wrapped as a whole and stays as it is (and the guard refuses it)."""
-    answer = answer.strip()
-    for opening, closing in _MATH_DELIMITERS:
-        if len(answer) > len(opening) + len(closing) and answer.startswith(opening) and answer.endswith(closing):
-            return answer[len(opening) : -len(closing)].strip()
-    return answer
-
-
-def math_verify_equal(answer: str, gold: Fraction) -> bool:
-    """math-verify's verdict on `answer` (already through `math_body` and `fallback_allowed`) against `gold`."""
-    parse, verify = _math_verify()
-    if "\\" in answer and "$" not in answer.replace("\\$", ""):
-        answer = f"${answer}$"  # math-verify reads LaTeX only between math delimiters
-    parsed = parse(answer, parsing_timeout=None)
-    return bool(parsed) and bool(verify(_parsed_gold(gold), parsed, timeout_seconds=None))
 
 
 # --- gsm8k_accuracy ---------------------------------------------------------------------------------------------------

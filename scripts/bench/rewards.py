@@ -5,7 +5,7 @@
 
 Inputs: 10,000 GSM8K-shaped completions (`<think>` with the dataset's worked solution, `<answer>` with a number),
 half stating the gold answer and half gold+1, each written in one of four forms (plain, thousands separator, "$",
-".00"). Gold answers come from ../shared/data/gsm8k/test.jsonl when present, else from a seeded generator. Countdown
+".00"). Gold answers come from the repository's data/gsm8k/test.jsonl, else from a seeded generator. Countdown
 and length rewards get inputs of their own shape.
 
 math-verify alone means `verify(parse(gold), parse(x))` per completion, for x the answer block (the same job the
@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: `rewards` is a top-level package of the repo
 
 import rewards  # noqa: E402
-from rewards import _text, accuracy  # noqa: E402
+from rewards import _text, accuracy, fallback  # noqa: E402
 
-GSM8K_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 COMPLETIONS = 10_000
 REPEATS = 3
 WHOLE_COMPLETION_STRIDE = 5  # math-verify on whole completions: every 5th (covers both sets and all four forms)
@@ -106,7 +106,7 @@ def best_rate(call: Callable[[], Any], count: int, before_each: Callable[[], Non
 
 
 def math_verify_verdicts(texts: list[str], golds: list[str]) -> tuple[list[bool], float]:
-    parse, verify = accuracy._math_verify()
+    parse, verify = fallback._math_verify()
     verdicts = []
     start = time.perf_counter()
     for text, gold in zip(texts, golds, strict=True):
@@ -136,7 +136,7 @@ def main(check: bool) -> int:
     completions, golds, blocks, sets, source = gsm8k_inputs(rng)
     countdown_completions, nums, targets = countdown_inputs(rng)
     completion_ids = [[0] * (index % 300) for index in range(COMPLETIONS)]
-    accuracy._math_verify()  # import cost (about 0.6 s) is not a per-completion cost
+    fallback._math_verify()  # import cost (about 0.6 s) is not a per-completion cost
 
     rates: dict[str, dict[str, float]] = {}
     gsm8k = rewards.get("gsm8k_accuracy")
