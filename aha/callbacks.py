@@ -4,6 +4,8 @@
   optimizer step, saves a checkpoint and stops; rerunning the same command resumes from it.
 - `MarkCompleteCheckpoints`: writes `aha-complete.json` into a checkpoint once every rank has written its part.
   A checkpoint folder without it was cut off mid-write, and `aha.train` never resumes from it.
+- `CompactProgress` / `CompactPrinter`: TRL logs some forty scalars a step, most of them zero on a small run; they all
+  go to TensorBoard, and the console gets one short line a step (`compact_line`) instead of the whole dict.
 - `TrainTimeBudget` (recipes with `max_train_minutes`): a guard, set well above the expected time, that stops
   training once that much time went into steps; the model is saved, the run says it stopped early, and rerunning the
   same command resumes from its checkpoint to `max_steps`.
@@ -18,7 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from aha.run_folder import CHECKPOINT_PREFIX, COMPLETE_MARKER, write_json_atomic
 
@@ -119,11 +128,67 @@ class TrainTimeBudget(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         spent = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
+        if state.global_step >= state.max_steps > 0:
+            return control  # the last step: max_steps ends the run, whatever the clock says
         if _any_rank(spent >= self.seconds):
             self.stopped_at_step = state.global_step
             control.should_save = True  # a checkpoint at the stop: rerunning the same command resumes from it
             control.should_training_stop = True
         return control
+
+
+# What the console line shows of a step's logs, in order: (log key, label, format). Missing keys are left out.
+CONSOLE_KEYS = (
+    ("reward", "reward", "{:.3f}"),
+    ("reward_std", "±", "{:.3f}"),
+    ("loss", "loss", "{:.4g}"),
+    ("mean_token_accuracy", "token accuracy", "{:.3f}"),
+    ("completions/mean_length", "length", "{:.0f} tok"),
+    ("completions/clipped_ratio", "cut off", "{:.0%}"),
+    ("entropy", "entropy", "{:.3f}"),
+    ("learning_rate", "lr", "{:.2e}"),
+)
+
+
+def compact_line(state: TrainerState, logs: dict[str, Any]) -> str | None:
+    """One line for a person: `step 12/200 | reward 0.412 ± 0.301 | loss 0.0123 | ...`; None for the trainer's
+    closing summary (train_runtime ...: the run's own ending lines say what matters)."""
+    if "train_runtime" in logs:
+        return None
+    parts = [f"step {state.global_step}/{state.max_steps}"]
+    for key, label, form in CONSOLE_KEYS:
+        value = logs.get(key)
+        if isinstance(value, int | float):
+            text = form.format(value)
+            parts.append(f"± {text}" if label == "±" else f"{label} {text}")
+    return " | ".join(parts).replace(" | ± ", " ± ")
+
+
+class CompactProgress(ProgressCallback):
+    """transformers' progress bar, with `compact_line` written under it instead of the whole logs dict."""
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            line = compact_line(state, logs)
+            if line is not None:
+                self.training_bar.write(line)
+
+
+class CompactPrinter(PrinterCallback):
+    """transformers' printer (no progress bar: `disable_tqdm`), printing `compact_line` instead of the dict."""
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            line = compact_line(state, logs)
+            if line is not None:
+                print(line, flush=True)
+
+
+def use_compact_console(trainer: Any) -> None:
+    """Swap the trainer's console logger (progress bar or printer) for its compact twin; TensorBoard is unchanged."""
+    for full, compact in ((ProgressCallback, CompactProgress), (PrinterCallback, CompactPrinter)):
+        if trainer.pop_callback(full) is not None:
+            trainer.add_callback(compact)
 
 
 def default_callbacks(recipe: Any) -> list[TrainerCallback]:

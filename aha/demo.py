@@ -12,8 +12,9 @@
                    than its model is kept
 --compare, run once to answer "did reinforcement beat more supervision?" and "is the gain a lucky seed?":
   - the GRPO recipe again with `--seed 1`, into `<GRPO output_dir>-seed1`
-  - `recipes/tiny/sft-continue.yaml` from the same warm start, for as many minutes of training as stage 2 took
-    (`max_train_minutes`), evaluated with the GRPO recipe's prompt, held-out set and rewards
+  - `recipes/tiny/sft-continue.yaml` from the same warm start, for as many steps as fit in the minutes of training
+    stage 2 took (`--max_steps`: GRPO's training time x the warm start's SFT steps per second, both measured on this
+    machine), evaluated with the GRPO recipe's prompt, held-out set and rewards
 The report of the GRPO run lists every comparison run that exists (`aha report RUN --compare DIR`).
 
 The stages are chained by their recipes' paths, checked before anything runs (exit 2): the GRPO and SFT recipes must
@@ -181,17 +182,27 @@ def is_fresh(result: Path, model: Path) -> bool:
     return result.is_file() and weights.is_file() and result.stat().st_mtime > weights.stat().st_mtime
 
 
-def train_minutes(run: Path) -> float:
-    """Minutes the run spent in training steps (TRL's train_runtime), from its summary.json."""
+def train_time(run: Path) -> tuple[float, int]:
+    """(seconds the run spent in training steps (TRL's train_runtime), steps done), from its summary.json."""
     summary_file = RunFolder(run).summary_file
     try:
         summary: dict[str, Any] = json.loads(summary_file.read_text())
-        seconds = float(summary["train_summary"]["train_runtime"])
+        seconds, steps = float(summary["train_summary"]["train_runtime"]), int(summary["global_step"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DemoError(
-            f"{summary_file} has no train_summary.train_runtime ({err}); run the GRPO stage first (aha demo)."
+            f"{summary_file} has no train_summary.train_runtime and global_step ({err}); run that stage first "
+            "(aha demo)."
         ) from err
-    return seconds / 60.0
+    return seconds, steps
+
+
+def same_time_sft_steps(grpo_run: Path, warm_start: Path) -> int:
+    """Continued-SFT steps that take as long as GRPO trained: GRPO's training seconds x the warm start's SFT steps
+    per second. The control continues the warm start with its batch and sequence settings, so its steps cost what
+    the warm start's did; counting steps keeps the control's length out of the hands of the clock under load."""
+    grpo_seconds, _ = train_time(grpo_run)
+    warm_seconds, warm_steps = train_time(warm_start)
+    return max(1, round(grpo_seconds * warm_steps / warm_seconds))
 
 
 def warm_start(p: DemoPlan, tiny_preset: str) -> None:
@@ -216,9 +227,10 @@ def compare(p: DemoPlan, eval_args: list[str]) -> None:
     if not has_model(p.seed_run):
         _aha("launch", p.grpo, "--seed", str(COMPARE_SEED), "--output_dir", str(p.seed_run))
     if not has_model(p.sft_run):
-        minutes = train_minutes(p.grpo_run)
-        print(f"aha demo: continued SFT gets GRPO's training time: {minutes:.2f} min", flush=True)
-        _aha("launch", p.sft, "--max_train_minutes", f"{minutes:.3f}")
+        steps = same_time_sft_steps(p.grpo_run, p.warm_start)
+        minutes = train_time(p.grpo_run)[0] / 60
+        print(f"aha demo: continued SFT gets GRPO's {minutes:.2f} min of training: {steps} steps", flush=True)
+        _aha("launch", p.sft, "--max_steps", str(steps))
     stages = []
     if not is_fresh(RunFolder(p.seed_run).eval_file(), p.seed_run):
         stages.append(["eval", "--model", str(p.seed_run), *eval_args])

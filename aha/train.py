@@ -287,7 +287,7 @@ def ending_lines(recipe: Recipe, trainer, stopped_by: str) -> list[str]:
 def run(recipe: Recipe, user: Sequence[str] | None = None) -> Path | None:
     """Train; the summary's path, or None when SIGTERM stopped the run after saving a checkpoint. `user`: the CLI
     overrides the user gave (the rest of `recipe.overrides` came from the launcher); default all of them."""
-    from aha.callbacks import default_callbacks, sigterm_callback, time_budget_callback
+    from aha.callbacks import default_callbacks, sigterm_callback, time_budget_callback, use_compact_console
 
     start = time.perf_counter()
     user = list(recipe.overrides if user is None else user)
@@ -314,8 +314,13 @@ def run(recipe: Recipe, user: Sequence[str] | None = None) -> Path | None:
         return folder.summary_file
     if is_main_process():
         write_run_recipe(recipe, user)  # later commands load the recipe from the run folder, never re-resolve it
+    if recipe.training.ddp_find_unused_parameters is None:
+        # transformers' default (True without gradient checkpointing) makes DDP search every step for parameters the
+        # forward pass did not use, and warn each run that it found none: a causal LM, full or LoRA, uses them all
+        recipe.training.ddp_find_unused_parameters = False
     callbacks = default_callbacks(recipe)
     trainer = build_trainer(recipe, callbacks=callbacks)
+    use_compact_console(trainer)  # every logged scalar still goes to TensorBoard
     if resume and is_main_process():
         print(f"aha: resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from aha.callbacks import TrainTimeBudget
+from aha.callbacks import TrainTimeBudget, compact_line
 from aha.train import USER_OVERRIDES_ENV, completed_step, ending_lines, user_overrides
 
 
@@ -71,3 +71,16 @@ def test_only_the_users_overrides_are_recorded(monkeypatch):
     assert user_overrides(launched) == launched
     monkeypatch.delenv(USER_OVERRIDES_ENV)
     assert user_overrides(launched) == launched  # `aha train` by hand
+
+
+def test_the_console_line_shows_what_a_person_reads_and_skips_the_zero_counters():
+    state = TrainerState()
+    state.global_step, state.max_steps = 12, 200
+    logs = {"reward": 0.4123, "reward_std": 0.3, "loss": 0.0123, "completions/mean_length": 33.2,
+            "completions/clipped_ratio": 0.0, "entropy": 0.118, "learning_rate": 1.5e-4, "step_time": 2.7,
+            "frac_reward_zero_std": 0.0, "sampling/importance_sampling_ratio/min": 0.0}  # fmt: skip
+    line = compact_line(state, logs)
+    assert line == (
+        "step 12/200 | reward 0.412 ± 0.300 | loss 0.0123 | length 33 tok | cut off 0% | entropy 0.118 | lr 1.50e-04"
+    )
+    assert compact_line(state, {"train_runtime": 540.0, "train_loss": 0.01}) is None

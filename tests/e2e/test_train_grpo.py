@@ -50,6 +50,27 @@ def test_prints_where_model_and_logs_went(grpo_run):
     assert "tensorboard -> " in done.stdout
 
 
+def test_the_console_says_what_a_person_reads(grpo_run):
+    _, run, done = grpo_run
+    assert "step 1/2 | reward " in done.stdout  # one compact line a step
+    assert "{'loss'" not in done.stdout and "'frac_reward_zero_std'" not in done.stdout  # not the whole logs dict
+    assert "aha: trained 2 of 2 steps (reached max_steps)" in done.stdout
+    assert "aha: reward (mean of up to 10 logged steps) " in done.stdout
+    assert f"aha eval --model {run} && aha report {run}" in done.stdout
+
+
+def test_the_run_folder_holds_the_resolved_recipe(grpo_run):
+    from aha.recipe import load
+    from aha.run_folder import RunFolder
+
+    recipe, run, _ = grpo_run
+    folder = RunFolder(run)
+    assert folder.recipe_copy.read_text() == recipe.read_text()
+    resolved = load(str(folder.resolved_recipe), require_model=False)
+    assert resolved.training.max_steps == 2 and resolved.training.learning_rate == 1e-3
+    assert folder.recipe_file() == folder.resolved_recipe
+
+
 def test_every_step_had_a_learning_signal(grpo_run):
     _, run, _ = grpo_run
     history = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
@@ -119,3 +140,28 @@ def test_rerunning_a_finished_run_changes_nothing(grpo_run):
     done = run_aha("train", str(recipe), "--max_steps", "2")
     assert "already finished step" in done.stdout
     assert (run / "summary.json").read_text() == before
+
+
+def test_a_run_stopped_by_its_time_guard_says_so_and_resumes_to_max_steps(warm_model, tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "tiny/grpo-arith.yaml",
+        model_name_or_path=str(warm_model),
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=32,
+        max_train_minutes=0.0005,  # 30 ms: every step outlasts it
+    )
+    first = run_aha("train", str(recipe))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["stopped_by"], summary["global_step"], summary["max_steps"]) == ("max_train_minutes", 1, 2)
+    assert "aha: trained 1 of 2 steps (stopped by the time guard max_train_minutes=0.0005" in first.stdout
+    assert "Run the same command again to train on to step 2" in first.stdout
+
+    again = run_aha("train", str(recipe))  # the same command
+    assert "resuming from" in again.stdout and "checkpoint-1" in again.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["stopped_by"], summary["global_step"]) == ("max_steps", 2)
+    assert "aha: trained 2 of 2 steps (reached max_steps)" in again.stdout
