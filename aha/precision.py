@@ -98,11 +98,10 @@ def lost_update_problem(recipe: Any) -> str | None:
 
 
 def _tiny_model(seed: int):
+    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from aha.tiny import PRESETS
-
-    import torch
 
     preset = PRESETS["demo"]
     config = Qwen2Config(

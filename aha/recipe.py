@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import yaml
 
+from aha.topology import Topology, process_world_size, uses_vllm_server
+
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_TASKS = ("arith", "countdown")
@@ -268,11 +270,7 @@ class LaunchArguments:
     def training_processes(self, vllm_server: bool = True) -> int:
         """Training ranks of the target topology: CPU ranks; GPUs minus the vLLM server's (one node) or minus the
         whole last node (several nodes, when a vLLM server runs: `vllm_server`; otherwise every node trains)."""
-        if self.gpus_per_node == 0:
-            return self.cpu_processes
-        if self.num_nodes > 1:
-            return (self.num_nodes - 1 if vllm_server else self.num_nodes) * self.gpus_per_node
-        return self.gpus_per_node - self.vllm_server_gpus
+        return Topology.target(self, vllm_server).ranks
 
 
 def accelerate_config_path(name: str) -> Path | None:
@@ -474,7 +472,7 @@ def load(
         raise
     except ValueError as err:
         raise RecipeError(None, str(err)) from err
-    vllm_server = bool(getattr(batch, "use_vllm", False)) and getattr(batch, "vllm_mode", None) == "server"
+    vllm_server = uses_vllm_server(batch)
     if processes is None:
         processes = launch.training_processes(vllm_server)
     validate_topology(launch, processes, vllm_server=vllm_server)
@@ -482,7 +480,7 @@ def load(
         validate_batch(batch, processes)
 
     # Stage 2: every section. GRPOConfig validates itself for `processes` ranks, even from a single process.
-    running = int(os.environ.get("WORLD_SIZE", "1"))
+    running = process_world_size()
     if processes != running:
         types_ = (*types_[:-2], _planned_world_size(types_[-2], processes), types_[-1])
     try:
@@ -620,7 +618,7 @@ SERVER_ONLY_KEYS = (
 def validate_vllm_keys(training: Any, explicit: set[str]) -> None:
     """A vLLM key the recipe sets (`explicit`: keys in the YAML or on the command line) must act in its mode; in the
     wrong one it would be silently ignored (e.g. a memory limit meant for the server)."""
-    server = training.use_vllm and training.vllm_mode == "server"
+    server = uses_vllm_server(training)
     colocate = training.use_vllm and training.vllm_mode == "colocate"
     for key, server_key in COLOCATE_ONLY_KEYS.items():
         if server and key in explicit:
@@ -684,7 +682,7 @@ def _validate_grpo(recipe: Recipe) -> None:
             rewards.validate(name, (reward.reward_options or {}).get(name, {}))
         except (ValueError, TypeError) as err:
             raise RecipeError("reward_funcs", str(err)) from err
-    server_mode = training.use_vllm and training.vllm_mode == "server"
+    server_mode = uses_vllm_server(training)
     if server_mode and launch.gpus_per_node and launch.num_nodes == 1 and not launch.vllm_server_gpus:
         raise RecipeError(
             "vllm_server_gpus",
