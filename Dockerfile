@@ -1,9 +1,12 @@
-# syntax=docker/dockerfile:1
 # aha on GPU nodes: one image for every node of a run (Docker, Slurm through enroot/pyxis or apptainer, SkyPilot).
 #
 #   make docker-build                                   # docker build -t aha:latest .
 #   docker run --rm --gpus all --ipc=host -v ~/.cache/huggingface:/cache/huggingface aha:latest check RECIPE
 #   docker run ... --entrypoint make aha:latest train RECIPE=recipes/...   # the Makefile works inside the image
+#
+# Needs BuildKit (the default builder since Docker 23; `DOCKER_BUILDKIT=1` on 20.10) for the build-only secret below.
+# No `# syntax=` line: the builder's own Dockerfile frontend is used, so a build needs no registry for it.
+# `make docker-smoke` builds this file on a local Debian base and runs it without a GPU (docs/docker.md).
 #
 # Versions come from pyproject.toml only: the image installs this repo with its `gpu` extra, never a second list.
 #
@@ -15,10 +18,12 @@
 #   sampler and attention) compile kernels at run time; they need nvcc, a C/C++ compiler and the Python headers.
 #   vLLM's own image uses a devel base for the same reason. The same need keeps this a single stage: a slimmer final
 #   stage would have to carry the compilers anyway, and the pip wheels (torch, CUDA libraries, vLLM) are the bulk.
-# - Ubuntu 24.04 ships Python 3.12, inside pyproject's requires-python (>=3.10,<3.13), with no third-party apt source.
+# - Ubuntu 24.04 ships Python 3.12, inside pyproject's requires-python (>=3.11,<3.13), with no third-party apt source.
+#   PYTHON names the interpreter's apt packages and binary: python3.11 on a Debian bookworm base (make docker-smoke).
 # - Host: an NVIDIA driver that supports CUDA 13.0 (>= 580) and the NVIDIA Container Toolkit (or enroot/apptainer).
 ARG CUDA_IMAGE=nvidia/cuda:13.0.3-devel-ubuntu24.04
 FROM ${CUDA_IMAGE}
+ARG PYTHON=python3.12
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive
@@ -30,23 +35,24 @@ ENV DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3.12 python3.12-venv python3.12-dev build-essential make git ca-certificates \
+        "${PYTHON}" "${PYTHON}-venv" "${PYTHON}-dev" build-essential make git ca-certificates \
         libibverbs1 librdmacm1 ibverbs-providers \
     && rm -rf /var/lib/apt/lists/*
 
 # A non-root user, uid 1000 (the first user on most hosts, so bind-mounted caches and run folders stay writable).
-# Ubuntu 24.04 images already hold uid 1000 as `ubuntu`; it is replaced.
+# Ubuntu 24.04 images already hold uid 1000 as `ubuntu`; it is replaced. The user owns the HF cache and the project
+# folder /opt/aha, where runs/ and artifacts/ are written when no host folder is mounted there.
 RUN if id -u ubuntu >/dev/null 2>&1; then userdel ubuntu && rm -rf /home/ubuntu; fi \
     && groupadd --gid 1000 aha \
     && useradd --create-home --uid 1000 --gid 1000 --shell /bin/bash aha \
-    && mkdir -p /cache/huggingface \
-    && chown -R aha:aha /cache
+    && mkdir -p /cache/huggingface /opt/aha \
+    && chown -R aha:aha /cache /opt/aha
 
 # The virtual environment the Makefile is pointed at (MAKEFLAGS below). Owned by root: the stack is read-only at
 # run time, so a run cannot drift from the pins.
 ENV VIRTUAL_ENV=/opt/venv
 ENV PATH=/opt/venv/bin:${PATH}
-RUN python3.12 -m venv /opt/venv
+RUN "${PYTHON}" -m venv /opt/venv
 
 WORKDIR /opt/aha
 
@@ -55,10 +61,14 @@ WORKDIR /opt/aha
 # below.
 # DL3013 asks for `pkg==version` in pip installs: here the versions are pyproject.toml's exact pins, on purpose not
 # restated.
+# pip_cert, a build-only secret (never in a layer): the CA bundle of a machine whose TLS to the package index goes
+# through a proxy, `docker build --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt`. Absent: pip's own.
 COPY pyproject.toml ./
 # hadolint ignore=DL3013
-RUN mkdir aha rewards \
+RUN --mount=type=secret,id=pip_cert \
+    mkdir aha rewards \
     && touch aha/__init__.py rewards/__init__.py README.md \
+    && if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && pip install --no-cache-dir '.[gpu]' \
     && rm -rf aha rewards README.md build ./*.egg-info
 
@@ -73,8 +83,11 @@ RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then pip install --no-cache-dir --no-deps "
 # Layer 2, the project: source, Makefile, recipes/, accelerate_configs/, scripts/. Editable, so a checkout
 # bind-mounted over /opt/aha runs its own code on the image's stack. The Makefile's install stamp is written after
 # the install, newer than pyproject.toml, so `make train` inside the image never reinstalls.
+# The build backend (setuptools) is fetched for the install, hence the same secret.
 COPY --chown=aha:aha . .
-RUN pip install --no-cache-dir --no-deps --editable . \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && pip install --no-cache-dir --no-deps --editable . \
     && touch /opt/venv/.installed-base \
     && aha --help >/dev/null
 

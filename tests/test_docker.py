@@ -6,11 +6,13 @@ lints it when installed; SkyPilot's own parser loads the task file when SkyPilot
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
+SMOKE = REPO / "scripts" / "docker" / "smoke.sh"
+BASE_IMAGE_SCRIPT = REPO / "scripts" / "docker" / "base-image.sh"
 SKY_TASK = REPO / "scripts" / "cloud" / "sky-train.yaml"
 
 # The CUDA version each torch pin's PyPI wheel is built for. torch 2.13.0 requires cuda-toolkit==13.0.3 (read from its
@@ -137,10 +141,35 @@ def test_base_image_cuda_matches_the_torch_pin(parsed, pyproject):
 
 
 def test_image_python_is_inside_requires_python(parsed, pyproject):
+    """The venv's interpreter is the PYTHON build arg (python3.12 on Ubuntu 24.04; make docker-smoke passes bookworm's
+    python3.11), the one apt installs, and both versions are inside requires-python."""
     venv_runs = [args for keyword, args in parsed if keyword == "RUN" and "-m venv" in args]
-    assert len(venv_runs) == 1
-    python = re.search(r"python(3\.\d+) -m venv", venv_runs[0])[1]
-    assert Version(python) in SpecifierSet(pyproject["project"]["requires-python"])
+    assert len(venv_runs) == 1 and '"${PYTHON}" -m venv' in venv_runs[0]
+    apt = next(args for keyword, args in parsed if keyword == "RUN" and "apt-get install" in args)
+    assert '"${PYTHON}" "${PYTHON}-venv" "${PYTHON}-dev"' in apt
+    requires = SpecifierSet(pyproject["project"]["requires-python"])
+    production = re.fullmatch(r"python(3\.\d+)", arg_defaults(parsed)["PYTHON"])[1]
+    smoke = re.search(r"^PYTHON_PKG=\$\{PYTHON_PKG:-python(3\.\d+)\}", SMOKE.read_text(), re.M)[1]
+    assert Version(production) in requires and Version(smoke) in requires, (production, smoke, requires)
+
+
+def test_the_build_needs_the_package_index_ca_only_as_a_build_secret(parsed):
+    """Every RUN that runs pip mounts the pip_cert secret (a machine whose TLS goes through a proxy hands its CA bundle
+    this way); no layer copies a certificate and the image's environment names none."""
+    pip_runs = [args for keyword, args in parsed if keyword == "RUN" and "pip install" in args]
+    for args in pip_runs:
+        if "FLASH_ATTN_WHEEL" in args:
+            continue  # a URL the builder chooses, fetched without the index
+        assert args.startswith("--mount=type=secret,id=pip_cert "), args
+        assert "PIP_CERT=/run/secrets/pip_cert" in args
+    assert not [args for keyword, args in parsed if keyword in ("COPY", "ADD") and re.search(r"\.(crt|pem)\b", args)]
+    assert not {"PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"} & set(env_vars(parsed))
+
+
+def test_no_syntax_directive_so_the_build_needs_no_registry_for_its_frontend():
+    """`# syntax=docker/dockerfile:1` makes BuildKit pull the frontend image: impossible where no registry is reachable
+    (make docker-smoke); the builder's own frontend supports RUN --mount."""
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.M | re.I)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -326,3 +355,67 @@ def test_sky_task_loads_with_skypilots_parser():
     assert resources and all(r.extract_docker_image() == image for r in resources)
     assert all(r.accelerators for r in resources)
     assert "make train" in task.run
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# make docker-smoke: what it says where it cannot run (the run itself is recorded in docs/docker.md).
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder another user can read (pytest's tmp_path is private to its user)."""
+    with tempfile.TemporaryDirectory(prefix="aha-docker-test-") as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+
+
+def fake_bin(folder: Path, **scripts: str) -> str:
+    """A PATH of fake commands (name -> bash body) and the real `dirname` and `id`, so a test chooses what `docker`
+    says and whether it is there at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for tool in ("dirname", "id"):
+        (folder / tool).symlink_to(shutil.which(tool))
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/bash\n{body}\n")
+        (folder / name).chmod(0o755)
+    return str(folder)
+
+
+def run_script(script: Path, path: str, *prefix: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, "/bin/bash", str(script)], env={"PATH": path}, capture_output=True, text=True, timeout=60, cwd="/"
+    )
+
+
+def test_smoke_without_a_docker_engine_says_so_in_one_line(tmp_path):
+    path = fake_bin(tmp_path / "bin", docker='[ "$1" = info ] && { echo "Cannot connect" >&2; exit 1; }; exit 0')
+    result = run_script(SMOKE, path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no Docker engine" in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_smoke_without_a_docker_client_says_so(tmp_path):
+    result = run_script(SMOKE, fake_bin(tmp_path / "bin"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no docker client" in result.stderr, result.stderr
+
+
+def test_base_image_without_root_says_so_in_one_line(shared_tmp):
+    """debootstrap needs root: a non-root user is told in one line, before anything is downloaded."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root and no setpriv to drop root")
+    # docker answers, the base image is missing
+    path = fake_bin(shared_tmp / "bin", docker='[ "$1" = image ] && exit 1; exit 0')
+    drop = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    result = run_script(BASE_IMAGE_SCRIPT, path, *drop)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "needs root" in result.stderr, result.stderr
+
+
+def test_docker_smoke_is_a_make_target_outside_make_test():
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^docker-smoke:.*\n\t@?scripts/docker/smoke\.sh", makefile, re.M)
+    test_rule = re.search(r"^test:(.*)$", makefile, re.M)[1]
+    assert "docker" not in test_rule
+    assert os.access(SMOKE, os.X_OK) and os.access(BASE_IMAGE_SCRIPT, os.X_OK)
