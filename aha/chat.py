@@ -400,7 +400,8 @@ def web_app(session: ChatSession):
 
     with gr.Blocks(title="aha chat") as app:
         gr.Markdown(f"### aha chat\n```\n{session.describe(terminal=False)}\n```")
-        question = gr.Textbox(label="question", lines=2)
+        # one line to start (it grows): Enter submits only a one-line box; with lines > 1 it adds a newline
+        question = gr.Textbox(label="question", lines=1, max_lines=8, placeholder="Type a question, then Enter or Ask")
         button = gr.Button("Ask", variant="primary")
         thinking = gr.Textbox(label="thinking", lines=10)
         answer = gr.Textbox(label="answer", lines=2)
