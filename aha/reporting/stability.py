@@ -11,7 +11,9 @@ from aha.reporting.plots import has_curve, reward_components
 from aha.reporting.runs import Series, train_tag
 from aha.run_folder import (
     RECIPE_COPY,
+    RESOLVED_RECIPE,
 )
+from rewards import names as reward_names
 
 # Start and end of a signal: its mean over the first and last tenth of the logged steps (at least one point each),
 # so one noisy batch neither raises nor clears the alarm.
@@ -30,8 +32,9 @@ CLIPPED_CEILING = 0.5
 #   run is more often repetition than the aha kind of longer reasoning (the cut-off share and samples tell which).
 LENGTH_SHRINK = 0.5
 LENGTH_GROWTH = 2.0
-ACCURACY_REWARD_NAMES = ("gsm8k_accuracy", "countdown_equation")
-FORMAT_REWARD_NAME = "think_format"
+# The rewards read as the accuracy and format signals: the registry's roles, not names written here.
+ACCURACY_REWARD_NAMES = tuple(reward_names(role="accuracy"))
+FORMAT_REWARD_NAME = reward_names(role="format")[0]
 
 # Recipe settings that keep a GRPO run from collapsing, and what each one guards (TRL's default when not set).
 GUARD_KEYS = (
@@ -183,14 +186,14 @@ def stability_markdown(result: Stability, recipe_source: str | None) -> str:
     parts = []
     if result.guards:
         parts += [
-            f"Guards against collapse the recipe set (`{recipe_source}`, with summary.json's CLI overrides):",
+            f"Guards against collapse the recipe set (`{recipe_source}`, as the run used it: CLI overrides applied):",
             "",
             "| setting | value | what it guards |",
             "|---|---|---|",
         ]
         parts += [f"| {key} | {value} | {why} |" for key, value, why in result.guards]
     else:
-        parts.append(f"No recipe copy in the run folder ({RECIPE_COPY}): the guards it set are unknown.")
+        parts.append(f"No recipe in the run folder ({RESOLVED_RECIPE}, {RECIPE_COPY}): the guards it set are unknown.")
     parts.append("")
     if not result.signals:
         parts.append(
