@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aha.errors import AhaUserError
 from aha.topology import Topology, process_world_size, uses_vllm_server
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -38,7 +39,7 @@ TRAINERS = ("grpo", "sft")
 ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 
 
-class RecipeError(ValueError):
+class RecipeError(AhaUserError, ValueError):
     """A recipe breaks a rule. `key` names the offending recipe key (or None for the file itself)."""
 
     def __init__(self, key: str | None, message: str):
@@ -690,7 +691,7 @@ def _validate_grpo(recipe: Recipe) -> None:
         )
     if training.use_vllm and training.vllm_mode == "colocate" and launch.vllm_server_gpus:
         raise RecipeError("vllm_server_gpus", "colocate mode shares the training GPUs; set vllm_server_gpus: 0.")
-    format_rewards = [name for name in reward.reward_funcs if name.partition("@")[0] == "think_format"]
+    format_rewards = [name for name in reward.reward_funcs if rewards.base_name(name) in rewards.names(role="format")]
     for name in format_rewards if recipe.prompt.assistant_prefill else []:
         prefill = (reward.reward_options or {}).get(name, {}).get("prefill")
         if prefill != recipe.prompt.assistant_prefill:

@@ -10,6 +10,7 @@ found. Training writes the folder; eval, report, export, chat and the demo read 
       checkpoint-<step>/       Trainer checkpoints; `aha-complete.json` inside marks one that every rank finished
       completions/             TRL's logged completions (parquet), when the recipe sets log_completions
       aha-samples.jsonl        a few completions per tenth of the run (aha.aha_metrics)
+      launch/                  `aha launch`: plan.json, trainer and vLLM logs, trainer-exit.json (multi-node)
       config.json, model.safetensors, tokenizer files   the trained model (or adapter_config.json: a LoRA adapter)
       eval.json, samples.jsonl                   `aha eval --model RUN`
       eval-baseline.json, samples-baseline.jsonl `aha eval --baseline`
@@ -49,6 +50,10 @@ MODEL_CONFIG = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # a single-file full model; also the file the CPU vLLM weight sync writes
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+LAUNCH_SUBDIR = "launch"  # aha launch: plan.json, the trainer's and the vLLM server's logs, their pid files
+PLAN_FILE = "plan.json"
+# written by node 0 of a multi-node run once its trainer stopped (checkpoint saved); the vLLM node serves until then
+TRAINER_EXIT_FILE = "trainer-exit.json"
 TRAINER_STATE = "trainer_state.json"  # inside a checkpoint: global_step and the log history
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
@@ -177,6 +182,14 @@ class RunFolder:
     @property
     def model_card(self) -> Path:
         return self.path / MODEL_CARD_FILE
+
+    @property
+    def launch_dir(self) -> Path:
+        return self.path / LAUNCH_SUBDIR
+
+    @property
+    def trainer_exit_file(self) -> Path:
+        return self.launch_dir / TRAINER_EXIT_FILE
 
     @property
     def weights_file(self) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aha.synthetic import arith_splits, countdown_splits, solve_countdown, worked_completion
+from aha.vllm_cpu import VLLM_CPU_HEAD_SIZES
 
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
@@ -67,8 +68,6 @@ PRESETS: dict[str, TinyPreset] = {
     ),
 }
 MAX_POSITION_EMBEDDINGS = 1024
-# vllm-cpu 0.32 CPUAttentionBackend.get_supported_head_sizes()
-VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
 def default_corpus(seed: int) -> list[str]:

@@ -46,6 +46,7 @@ class Topology:
     hosts: tuple[str, ...] = ("localhost",)  # one per node, node 0 first, the vLLM node (if any) last
     hosts_known: bool = True  # False: placeholder names (multi-node outside Slurm without --hosts)
     source: str = "recipe"  # where the device counts came from: flags | slurm | machine | recipe
+    available_gpus: int = 0  # GPUs this node has or Slurm gave it; 0: unknown (planning elsewhere)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod

@@ -64,7 +64,8 @@ GPU = ["--gpus-per-node", "1", "--use_cpu", "false", "--bf16", "true"]
 REHEARSAL = os.environ.get("AHA_SMOKE_REHEARSAL") == "1"
 if REHEARSAL:
     GPU = ["--use_cpu", "true", "--bf16", "false"]
-    WARM_STEPS, GRPO_STEPS, QWEN_STEPS = 40, 2, 1
+    WARM_STEPS, GRPO_STEPS, QWEN_STEPS = 10, 2, 1
+    BUDGET_S, PART_TIMEOUT_S = 3600.0, 900.0  # two busy cores
     QWEN05 = {**QWEN05, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 

@@ -253,9 +253,70 @@ def test_slurm_one_node_keeps_the_allocated_gpu_ids(capsys, monkeypatch, gpu_rec
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu07")
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "4")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # Slurm gave this job the node's upper half
-    plan = plan_of(capsys, str(gpu_recipe))
+    plan = plan_of(capsys, str(gpu_recipe), "--gpus_per_node", "4")  # a recipe written for 4 GPUs
     assert plan["trainer"]["cuda_visible_devices"] == "4,5,6"
     assert plan["vllm"]["cuda_visible_devices"] == "7"
+    assert plan["idle_gpus"] == []
+
+
+def slurm_node(monkeypatch, gpus: int) -> None:
+    for name, value in [("SLURM_JOB_ID", "77"), ("SLURM_JOB_NUM_NODES", "1"), ("SLURM_NODEID", "0"),
+                        ("SLURM_JOB_NODELIST", "gpu07"), ("SLURM_GPUS_ON_NODE", str(gpus))]:  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
+def test_more_gpus_than_the_recipe_asks_for_stay_idle(capsys, monkeypatch, gpu_recipe):
+    # a recipe written for 4 GPUs on an 8-GPU Slurm node: 3 training ranks (not 7), GPUs 4-7 idle and named
+    slurm_node(monkeypatch, 8)
+    plan = plan_of(capsys, str(gpu_recipe), "--gpus_per_node", "4")
+    assert plan["trainer"]["num_processes"] == 3
+    assert (plan["trainer"]["cuda_visible_devices"], plan["vllm"]["cuda_visible_devices"]) == ("0,1,2", "3")
+    assert plan["idle_gpus"] == ["4", "5", "6", "7"]
+    assert any("GPUs 4,5,6,7 stay idle" in note and "--gpus-per-node 8" in note for note in plan["notes"])
+    assert plan["batch"]["global_batch"] == 8 * 3 and plan["batch"]["prompts"] == 3
+
+
+def test_a_machine_with_more_gpus_keeps_the_recipe_count():
+    import argparse
+
+    flags = argparse.Namespace(nodes=None, gpus_per_node=None, hosts=None, node_rank=None)
+    launch_keys = argparse.Namespace(num_nodes=1, gpus_per_node=4, cpu_processes=1, vllm_server_gpus=1)
+    topology = launch.detect(flags, launch_keys, True, {}, gpu_count=lambda: 8)
+    assert (topology.gpus_per_node, topology.ranks, topology.source) == (4, 3, "machine")
+    assert topology.idle_gpu_ids == ("4", "5", "6", "7")
+    # only the flag changes the count
+    flags.gpus_per_node = 8
+    assert launch.detect(flags, launch_keys, True, {}, gpu_count=lambda: 8).ranks == 7
+
+
+def test_the_flag_that_accepts_more_gpus_reports_the_batch_it_gives(capsys, monkeypatch, gpu_recipe):
+    slurm_node(monkeypatch, 8)
+    plan = plan_of(capsys, str(gpu_recipe), "--gpus_per_node", "4", "--gpus-per-node", "8")
+    assert plan["trainer"]["num_processes"] == 7
+    assert plan["batch"]["global_batch"] == 8 * 7 and plan["idle_gpus"] == []
+
+
+def test_fewer_gpus_than_the_recipe_asks_for_are_refused_with_the_batch(capsys, monkeypatch, gpu_recipe):
+    slurm_node(monkeypatch, 4)
+    err = refusal(capsys, str(gpu_recipe), "--dry-run")  # the recipe asks for 8
+    assert "gpus_per_node:" in err and "needs 8 GPUs on this node but it has 4" in err
+    assert "global batch 56" in err and "--gpus-per-node 4" in err and "global batch 24" in err
+
+
+def test_a_slurm_job_without_gpus_is_refused_with_the_sbatch_option(capsys, monkeypatch, gpu_recipe):
+    slurm_node(monkeypatch, 0)
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE")
+    err = refusal(capsys, str(gpu_recipe), "--dry-run")
+    assert "--gpus-per-node:" in err and "sbatch --gpus-per-node 8" in err
+
+
+def test_the_plan_always_states_the_global_batch_and_precision(capsys, gpu_recipe, cpu_recipe):
+    gpu = plan_of(capsys, str(gpu_recipe))
+    assert gpu["batch"] == {"per_device": 8, "ranks": 7, "accumulation": 1, "global_batch": 56,
+                            "num_generations": 8, "prompts": 7}  # fmt: skip
+    assert gpu["precision"] == "fp32 weights"  # the recipe's bf16: false (a CPU recipe moved to GPU)
+    cpu = plan_of(capsys, str(cpu_recipe))
+    assert cpu["batch"]["ranks"] == 2
 
 
 @pytest.mark.parametrize(
