@@ -30,7 +30,7 @@ def measured_run(warm_model, tmp_path_factory):
     )  # fmt: skip
     baseline = run_aha("eval", "--baseline", "--recipe", str(recipe), *EVAL_ARGS)
     run_aha("train", str(recipe))
-    trained = run_aha("eval", "--model", str(run), *EVAL_ARGS)  # the recipe comes from the run's summary.json
+    trained = run_aha("eval", "--model", str(run), *EVAL_ARGS)  # the recipe: the run folder's resolved one
     report = run_aha("report", str(run))
     return recipe, run, {"baseline": baseline, "trained": trained, "report": report}
 
@@ -41,6 +41,7 @@ def test_baseline_and_trained_evaluations_land_in_the_run_folder(measured_run, w
     trained = json.loads((run / "eval.json").read_text())
     assert baseline["model"] == str(warm_model) and baseline["baseline"] is True
     assert trained["model"] == str(run) and trained["baseline"] is False
+    assert trained["recipe"] == str(run / "recipe.resolved.yaml")  # loaded as the run used it, not re-resolved
     for result in (baseline, trained):
         assert result["n"] == 24 and result["settings"]["samples"] == 4
         assert result["settings"]["max_new_tokens"] == 32  # the recipe's max_completion_length
