@@ -6,7 +6,9 @@
 Most users run `aha launch RECIPE` (or `make train RECIPE=...`), which plans the topology and calls this.
 Everything below the recipe is TRL: GRPOTrainer (or SFTTrainer for a warm-up), TensorBoard logging under
 `<output_dir>/tensorboard`, checkpoints under `<output_dir>/checkpoint-<step>`; a rerun resumes from the newest one.
-At the end the model and tokenizer go to `output_dir` and `summary.json` records what happened.
+At the start the run folder gets the recipe as this run uses it (`recipe.resolved.yaml`, see aha.run_folder); at the
+end the model and tokenizer go to `output_dir`, `summary.json` records what happened, and two or three lines say
+it: steps done of max_steps and why the run stopped, the reward at the start and the end, what to run next.
 """
 
 from __future__ import annotations
