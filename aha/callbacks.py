@@ -75,6 +75,10 @@ class SaveOnSigterm(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._previous_handler = signal.signal(signal.SIGTERM, self._handle)
+        # `aha launch` starts the trainer with SIGTERM blocked, so that accelerate's agent outlives a job-wide
+        # SIGTERM (Slurm signals every process) instead of killing the ranks 30 s later mid-save: the ranks take it
+        # from here (aha.launch.processes)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if _any_rank(self.received):

@@ -47,7 +47,11 @@ def _die_with_parent(signum: int) -> None:  # runs in the child between fork and
 
 
 def _trainer_preexec() -> None:
-    _die_with_parent(signal.SIGTERM)
+    """accelerate's agent (torchrun) answers a SIGTERM by killing its ranks 30 s later, whatever they are doing; a
+    job-wide SIGTERM (Slurm) reaches it too. Blocked here, the agent ignores it; the ranks unblock it once their
+    handler is in place (aha.callbacks.SaveOnSigterm), finish the step, save and exit, and the agent follows."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    _die_with_parent(signal.SIGKILL)
 
 
 def _server_preexec() -> None:

@@ -37,6 +37,10 @@ def test_script_is_valid_bash_without_site_specific_lines():
     assert not [d for d in directives if any(k in d for k in ("--partition", "--account", "--qos", "-p ", "-A "))]
     code = [line for line in SCRIPT.read_text().splitlines() if not line.lstrip().startswith("#")]
     assert not re.search(r"\b(grep|awk|sed|yq|cut)\b", "\n".join(code))  # the planner reads the recipe, not shell
+    # bash < 4.4 under `set -u` fails on "${EMPTY[@]}": the arrays that may be empty are expanded guarded
+    for array in ("CONTAINER", "WRAP"):
+        bare = [line for line in code if f'"${{{array}[@]}}"' in line and f"${{{array}[@]+" not in line]
+        assert not bare, bare
 
 
 @pytest.fixture
@@ -68,6 +72,7 @@ def slurm_job(tmp_path, tiny_model):
         "SLURM_JOB_NUM_NODES": "2",
         "SLURM_JOB_NODELIST": "gpu[07-08]",
         "SLURM_GPUS_ON_NODE": "8",
+        "SLURM_CPUS_ON_NODE": "96",
         "SLURM_SUBMIT_DIR": str(REPO),
         "SRUN_RECORD": str(tmp_path / "srun"),
     }
@@ -87,6 +92,7 @@ def test_each_node_plans_its_role(slurm_job):
     assert done.returncode == 0, done.stderr[-3000:]
     srun_args = record.read_text().split()
     assert "--kill-on-bad-exit=1" in srun_args and "--ntasks-per-node=1" in srun_args
+    assert "--cpus-per-task=96" in srun_args  # every CPU of the node, not srun's default of one per task
     plans = [json.loads(Path(f"{record}.node{node}").read_text()) for node in (0, 1)]
     assert [p["role"] for p in plans] == ["trainer", "vllm"]
     assert all(p["nodes"] == ["gpu07", "gpu08"] for p in plans)
@@ -120,6 +126,7 @@ def test_pyxis_image_mode_starts_the_image_on_every_node(slurm_job, tmp_path):
     assert launch == [
         "--nodes=2",
         "--ntasks-per-node=1",
+        "--cpus-per-task=96",
         "--kill-on-bad-exit=1",
         *image,
         "/opt/venv/bin/aha",
