@@ -159,7 +159,7 @@ class AhaSignals:
             logger.warning("aha signals not logged for this batch (%s: %s)", type(error).__name__, error)
 
     def _observe(self, completions: Sequence[Any], scores: Sequence[float | None], reward_name: str, kwargs) -> None:
-        from rewards._text import completion_text
+        from rewards import completion_text
 
         texts = [completion_text(c) for c in completions]
         ids = kwargs.get("completion_ids")

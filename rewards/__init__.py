@@ -8,12 +8,15 @@
     rewards.get("my_pkg.my_rewards:brevity")              # a user's function, by dotted path
     rewards.get("think_format@soft", strict=False)        # a second copy with other options, logged by full name
     rewards.validate("think_format", {"strict": True})    # checks name and options, runs nothing
+    rewards.names(role="accuracy", task="gsm8k")          # ask by role: ['gsm8k_accuracy']
+    rewards.spec("think_format@strict").options           # what @register recorded (label dropped)
 
 Every reward is `f(completions, **kwargs) -> list[float | None]`: completions are strings or conversations
 (`[{"role": "assistant", "content": ...}]`), dataset columns arrive as keyword arguments (`answer`; `nums`, `target`),
 unknown keyword arguments are ignored, and None means "cannot be scored" (e.g. the gold answer does not parse).
 The callable's `__name__` is its registered name, which TRL logs as `rewards/<name>/mean`. Everything `get` returns
-pickles and is safe to call from a worker thread.
+pickles and is safe to call from a worker thread. Each reward is written once, with `@register` (rewards._registry)
+beside its scoring function; README.md in this folder lists them, with the spellings an answer may take.
 
 This package imports nothing from `aha` and loads math-verify only when an answer needs it.
 """
@@ -24,62 +27,62 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from rewards import _options, accuracy, countdown, format, length
+# The reward modules register their rewards on import (each with @register).
+from rewards import accuracy, countdown, formatting, length  # noqa: F401
+from rewards._options import build
+from rewards._registry import _REGISTRY, ROLES, Reward, RewardFunction, RewardSpec
+from rewards._text import completion_text, final_answer
+from rewards.written_numbers import parse_number
 
-__all__ = ["Reward", "available", "get", "validate"]
-
-RewardFunction = Callable[..., list[float | None]]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    score: Callable[..., list[float | None]]  # score(completions, columns, options, name)
-    options: type
-    plain: RewardFunction | None  # the function with default options; None when an option is required
-
-
-_REGISTRY: dict[str, _Entry] = {
-    "think_format": _Entry(format.score_think_format, format.ThinkFormatOptions, format.think_format),
-    "tag_count": _Entry(format.score_tag_count, format.TagCountOptions, format.tag_count),
-    "reasoning_steps": _Entry(format.score_reasoning_steps, format.ReasoningStepsOptions, format.reasoning_steps),
-    "gsm8k_accuracy": _Entry(accuracy.score_gsm8k_accuracy, accuracy.Gsm8kAccuracyOptions, accuracy.gsm8k_accuracy),
-    "integer_answer": _Entry(accuracy.score_integer_answer, accuracy.IntegerAnswerOptions, accuracy.integer_answer),
-    "countdown_equation": _Entry(
-        countdown.score_countdown_equation, countdown.CountdownOptions, countdown.countdown_equation
-    ),
-    "soft_overlong": _Entry(length.score_soft_overlong, length.SoftOverlongOptions, None),
-}
+__all__ = [
+    "ROLES",
+    "Reward",
+    "RewardSpec",
+    "available",
+    "base_name",
+    "completion_text",
+    "final_answer",
+    "get",
+    "names",
+    "parse_number",
+    "spec",
+    "validate",
+]
 
 _LABEL = re.compile(r"[A-Za-z0-9_]+")
 _DOTTED_PATH = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
-class Reward:
-    """A reward bound to its options. Picklable (a module-level function plus a frozen options value or a dict);
-    `__name__` is the registered name (or the user function's name), the name TRL logs."""
-
-    def __init__(self, name: str, function: Callable[..., Any], options: Any, registered: bool) -> None:
-        self.__name__ = name
-        self.__qualname__ = name
-        self.function = function
-        self.options = options
-        self.registered = registered
-
-    def __call__(self, completions: Any, **kwargs: Any) -> list[float | None]:
-        if self.registered:
-            return self.function(completions, kwargs, self.options, self.__name__)
-        return self.function(completions, **{**kwargs, **self.options})  # recipe options win over same-named columns
-
-    def __repr__(self) -> str:
-        return f"<reward {self.__name__} {self.options!r}>"
-
-
 def available() -> list[str]:
     """The registered reward names, sorted."""
     return sorted(_REGISTRY)
+
+
+def names(role: str | None = None, task: str | None = None) -> list[str]:
+    """The registered names with `role` (accuracy, format, shaping) and `task` (an accuracy reward's dataset_task),
+    sorted: `names(role="accuracy", task="countdown")` is ['countdown_equation']."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"unknown reward role {role!r}; roles are {', '.join(ROLES)}")
+    return sorted(
+        name
+        for name, entry in _REGISTRY.items()
+        if (role is None or entry.role == role) and (task is None or entry.task == task)
+    )
+
+
+def base_name(name: str) -> str:
+    """A reward name without its label: think_format@strict -> think_format."""
+    return name.partition("@")[0]
+
+
+def spec(name: str) -> RewardSpec:
+    """What @register recorded about the registered reward `name` (a label after '@' is dropped)."""
+    entry = _REGISTRY.get(base_name(name))
+    if entry is None:
+        raise _unknown_name(base_name(name))
+    return entry
 
 
 def _unknown_name(name: str) -> ValueError:
@@ -138,24 +141,24 @@ def get(name: str, **options: Any) -> RewardFunction:
             raise ValueError(f"reward {name!r}: a label after '@' is letters, digits and '_', e.g. think_format@soft")
         entry = _REGISTRY.get(base)
         if entry is not None:
-            return Reward(name, entry.score, _options.build(base, entry.options, options), registered=True)
+            return Reward(name, build(base, entry.options, options), base=base)
         if not _DOTTED_PATH.fullmatch(base):
             raise _unknown_name(base)
         function = _load_function(base)
         _check_user_options(base, function, options)
-        return Reward(name, function, dict(options), registered=False)
+        return Reward(name, dict(options), function=function)
     entry = _REGISTRY.get(name)
     if entry is not None:
         if not options and entry.plain is not None:
             return entry.plain
-        return Reward(name, entry.score, _options.build(name, entry.options, options), registered=True)
+        return Reward(name, build(name, entry.options, options), base=name)
     if not _DOTTED_PATH.fullmatch(name):
         raise _unknown_name(name)
     function = _load_function(name)
     if not options:
         return function
     _check_user_options(name, function, options)
-    return Reward(getattr(function, "__name__", name.rpartition(":")[2]), function, dict(options), registered=False)
+    return Reward(getattr(function, "__name__", name.rpartition(":")[2]), dict(options), function=function)
 
 
 def validate(name: str, options: Mapping[str, Any] | None = None) -> None:

@@ -5,6 +5,7 @@ Nothing here imports the `aha` package or any heavy library: `import rewards` mu
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import Counter
@@ -80,18 +81,41 @@ def final_answer(text: str, answer_tag: str = "answer", think_tag: str = "think"
     `answer_in_think: true`) the one answer block counts wherever it stands. A draft answer inside the thinking plus
     a final one after it are two blocks: no answer, as for any completion that lists several.
     """
-    opening = f"<{answer_tag}>"
-    span = _answer_span(text, opening, f"</{answer_tag}>")
-    if span is None:
+    tags = (f"<{answer_tag}>", f"</{answer_tag}>", f"<{think_tag}>", f"</{think_tag}>")
+    return _final_answer(text, tags, in_think)
+
+
+class AnswerPlacement:
+    """For the options of a reward that reads the final answer (they declare answer_tag, think_tag, answer_in_think):
+    the four tags, made once per options value rather than once per completion."""
+
+    answer_tag: str
+    think_tag: str
+    answer_in_think: bool
+
+    @functools.cached_property
+    def tags(self) -> tuple[str, str, str, str]:
+        return (f"<{self.answer_tag}>", f"</{self.answer_tag}>", f"<{self.think_tag}>", f"</{self.think_tag}>")
+
+    def final_answer(self, text: str) -> str | None:
+        """`final_answer(text)` with these options' tags."""
+        return _final_answer(text, self.tags, self.answer_in_think)
+
+
+def _final_answer(text: str, tags: tuple[str, str, str, str], in_think: bool) -> str | None:
+    opening, closing, think_open, think_close = tags
+    if text.count(opening) != 1 or text.count(closing) != 1:
+        return None
+    start, end = text.rfind(opening), text.rfind(closing)  # as in _answer_span (inlined: this runs per completion)
+    if end < start:
         return None
     if not in_think:
-        start = span[0] - len(opening)
-        last_close = text.rfind(f"</{think_tag}>")  # from the end: in a laid-out completion it is just before
+        last_close = text.rfind(think_close)  # from the end: in a laid-out completion it is just before the answer
         if last_close > start:
             return None  # the thinking ends after the answer opened: the answer is part of (or before) the thinking
-        if text.find(f"<{think_tag}>", max(last_close, 0), start) >= 0:
+        if text.find(think_open, max(last_close, 0), start) >= 0:
             return None  # inside a think block opened after the last close (or never closed)
-    return text[span[0] : span[1]]
+    return text[start + len(opening) : end]
 
 
 def check_tag_name(option: str, value: str) -> None:
@@ -131,7 +155,8 @@ def column(columns: Mapping[str, Any], key: str, count: int, reward_name: str, m
     if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) != count:
         length = len(values) if isinstance(values, Sequence) else type(values).__name__
         raise ValueError(
-            f"{reward_name}: column {key!r} must be a list with one value per completion ({count}), got {length}; "
+            f"{reward_name}: column {key!r} ({meaning}) must be a list with one value per completion ({count}), got "
+            f"{length}; "
             f"pass it as TRL does, e.g. {key}=[value_for_completion_0, ...]"
         )
     return values

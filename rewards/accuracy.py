@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from rewards._text import check_answer_tags, column, final_answer, guarded, texts_of
+from rewards._registry import register
+from rewards._text import AnswerPlacement, check_answer_tags
 from rewards.fallback import fallback_allowed, math_body, math_verify_equal
 from rewards.written_numbers import MAX_ANSWER_CHARS, parse_number
 
@@ -62,7 +63,7 @@ def gold_value(gold: Any) -> Fraction | None:
 
 
 @dataclass(frozen=True)
-class Gsm8kAccuracyOptions:
+class Gsm8kAccuracyOptions(AnswerPlacement):
     """correct: the score of a numerically correct answer. exact_match: when set, the score of an answer block that is
     exactly the gold string (stripped); seed-000 style is exact_match 2.0 with correct 1.5. math_verify: judge answers
     outside the number grammar with math-verify (credits expressions such as "2 \\times 500"; slower, see the module
@@ -84,11 +85,42 @@ class Gsm8kAccuracyOptions:
             raise ValueError(f"exact_match must be > 0 or null (off), got {self.exact_match}")
 
 
-def _accuracy(text: str, gold: Any, options: Gsm8kAccuracyOptions) -> float | None:
+def gsm8k_answer_value(block: str, row: Mapping[str, Any]) -> Fraction | None:
+    """The number an answer block stands for (what majority votes count), or None when it is not one number."""
+    return parse_number(block.strip())
+
+
+@register(
+    "gsm8k_accuracy",
+    options=Gsm8kAccuracyOptions,
+    role="accuracy",
+    task="gsm8k",
+    columns={"answer": "the gold answer, e.g. '72' or a GSM8K '#### 72' solution"},
+    full_credit={"correct": 1.0, "exact_match": None},
+    answer_value=gsm8k_answer_value,
+)
+def gsm8k_accuracy(text: str, gold: Any, options: Gsm8kAccuracyOptions) -> float | None:
+    """1.0 when the number in the one `<answer>` block after the thinking equals the gold `answer` column, 0.0 when it
+    differs or is missing (or there are several answer blocks, or several numbers in one), None when the gold does
+    not parse as a number. Spellings read as numbers: see rewards.written_numbers.
+
+    >>> gsm8k_accuracy(["<think>\\n9 * 2 = 18\\n</think>\\n<answer>$18</answer>"], answer=["She makes $18.\\n#### 18"])
+    [1.0]
+    >>> gsm8k_accuracy(["<answer>**1,000**</answer>", "<answer>1 000 dollars</answer>"], answer=["1000", "1000"])
+    [1.0, 1.0]
+    >>> gsm8k_accuracy(["<answer>18 or 19</answer>", "<answer>9 * 2</answer>"], answer=["18", "18"])
+    [0.0, 0.0]
+    >>> gsm8k_accuracy(["<think><answer>18</answer></think>"], answer=["18"])  # an answer inside the thinking
+    [0.0]
+    >>> gsm8k_accuracy(["<answer>18</answer>"], answer=["eighteen"])  # the gold is no number: unscorable
+    [None]
+    >>> rewards.get("gsm8k_accuracy", math_verify=True)(["<answer>\\\\(2 \\\\times 9\\\\)</answer>"], answer=["18"])
+    [1.0]
+    """
     expected = gold_value(gold)
     if expected is None:
         return None
-    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
+    block = options.final_answer(text)
     if block is None:
         return 0.0
     answer = block.strip()
@@ -106,30 +138,13 @@ def _accuracy(text: str, gold: Any, options: Gsm8kAccuracyOptions) -> float | No
     return 0.0
 
 
-def score_gsm8k_accuracy(
-    completions: Any, columns: Mapping[str, Any], options: Gsm8kAccuracyOptions, name: str = "gsm8k_accuracy"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    golds = column(columns, "answer", len(texts), name, "the gold answer, e.g. '72' or a GSM8K '#### 72' solution")
-    return guarded(name, lambda text, gold: _accuracy(text, gold, options), texts, golds)
-
-
-_GSM8K_ACCURACY_DEFAULTS = Gsm8kAccuracyOptions()
-
-
-def gsm8k_accuracy(completions: Any, **kwargs: Any) -> list[float | None]:
-    """1.0 when the number in the one `<answer>` block equals the gold `answer` column, 0.0 when it differs or is
-    missing (or there are several answer blocks), None when the gold does not parse as a number."""
-    return score_gsm8k_accuracy(completions, kwargs, _GSM8K_ACCURACY_DEFAULTS)
-
-
 # --- integer_answer ---------------------------------------------------------------------------------------------------
 
 _INTEGER = re.compile(r"[-+\u2212]?(?:[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]+)")
 
 
 @dataclass(frozen=True)
-class IntegerAnswerOptions:
+class IntegerAnswerOptions(AnswerPlacement):
     """value: the score when the answer block holds an integer. answer_tag, think_tag, answer_in_think: as for
     gsm8k_accuracy."""
 
@@ -144,24 +159,17 @@ class IntegerAnswerOptions:
             raise ValueError(f"value must be > 0, got {self.value}")
 
 
-def _holds_integer(text: str, options: IntegerAnswerOptions) -> float:
-    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
+@register("integer_answer", options=IntegerAnswerOptions, role="shaping")
+def integer_answer(text: str, options: IntegerAnswerOptions) -> float:
+    """1.0 when the one `<answer>` block after the thinking holds an integer ("42", "-7", "1,000"), else 0.0.
+
+    >>> integer_answer(["<answer>1,000</answer>", "<answer>-7</answer>", "<answer>42.0</answer>"])
+    [1.0, 1.0, 0.0]
+    >>> integer_answer(["<answer>0,5</answer>", "<answer>42 dollars</answer>"])
+    [0.0, 0.0]
+    """
+    block = options.final_answer(text)
     if block is None:
         return 0.0
     answer = block.strip()
     return options.value if len(answer) <= MAX_ANSWER_CHARS and _INTEGER.fullmatch(answer) else 0.0
-
-
-def score_integer_answer(
-    completions: Any, columns: Mapping[str, Any], options: IntegerAnswerOptions, name: str = "integer_answer"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    return guarded(name, lambda text: _holds_integer(text, options), texts)
-
-
-_INTEGER_ANSWER_DEFAULTS = IntegerAnswerOptions()
-
-
-def integer_answer(completions: Any, **kwargs: Any) -> list[float | None]:
-    """1.0 when the one `<answer>` block holds an integer ("42", "-7", "1,000"), else 0.0."""
-    return score_integer_answer(completions, kwargs, _INTEGER_ANSWER_DEFAULTS)

@@ -17,7 +17,8 @@ from fractions import Fraction
 from numbers import Integral
 from typing import Any
 
-from rewards._text import check_answer_tags, column, final_answer, guarded, texts_of
+from rewards._registry import register
+from rewards._text import AnswerPlacement, check_answer_tags
 
 # Longest expression (characters, stripped) that is parsed: six numbers with operators and parentheses fit in 60.
 MAX_EXPRESSION_CHARS = 200
@@ -35,7 +36,7 @@ class _Unscorable(Exception):
 
 
 @dataclass(frozen=True)
-class CountdownOptions:
+class CountdownOptions(AnswerPlacement):
     """correct: the score of an expression that uses every number once and hits the target. well_formed: partial
     credit for one that uses every number once but evaluates to something else (0.0 = none). answer_tag: the answer
     block's tag name. think_tag: the thinking block's tag name; only an answer after the thinking counts.
@@ -132,11 +133,42 @@ def _target(value: Any) -> Fraction | None:
     return None
 
 
-def _countdown(text: str, nums: Any, target: Any, options: CountdownOptions) -> float | None:
+def countdown_answer_value(block: str, row: Mapping[str, Any]) -> Fraction | None:
+    """The value of an answer block that uses every number of the row's `nums` once (what majority votes count), or
+    None when it is no such expression."""
+    parsed = parse_expression(block)
+    numbers = _numbers(row.get("nums"))
+    if parsed is None or numbers is None or sorted(parsed[1]) != sorted(numbers):
+        return None
+    return evaluate(block)
+
+
+@register(
+    "countdown_equation",
+    options=CountdownOptions,
+    role="accuracy",
+    task="countdown",
+    columns={"nums": "the numbers to use, e.g. [44, 19, 35]", "target": "the value to reach, e.g. 98"},
+    full_credit={"correct": 1.0, "well_formed": 0.0},
+    answer_value=countdown_answer_value,
+)
+def countdown_equation(text: str, nums: Any, target: Any, options: CountdownOptions) -> float | None:
+    """1.0 when the one `<answer>` block after the thinking is an expression over + - * / and parentheses that uses
+    every number of the `nums` column exactly once and equals the `target` column; 0.0 otherwise; None when nums or
+    target is malformed.
+
+    >>> nums, target = [[44, 19, 35]], [98]
+    >>> countdown_equation(["<think>44 + 19 = 63</think><answer>44 + 19 + 35</answer>"], nums=nums, target=target)
+    [1.0]
+    >>> countdown_equation(["<answer>(44 + 19) * 35</answer>"], nums=nums, target=target)  # uses every number, 2205
+    [0.0]
+    >>> countdown_equation(["<answer>44 + 19 + 35 + 0</answer>"], nums=nums, target=target)  # a number not given
+    [0.0]
+    """
     numbers, goal = _numbers(nums), _target(target)
     if numbers is None or goal is None:
         return None
-    block = final_answer(text, options.answer_tag, options.think_tag, options.answer_in_think)
+    block = options.final_answer(text)
     if block is None:
         return 0.0
     parsed = parse_expression(block)
@@ -150,21 +182,3 @@ def _countdown(text: str, nums: Any, target: Any, options: CountdownOptions) -> 
     except (_Unscorable, RecursionError):
         return 0.0
     return options.correct if value == goal else options.well_formed
-
-
-def score_countdown_equation(
-    completions: Any, columns: Mapping[str, Any], options: CountdownOptions, name: str = "countdown_equation"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    nums = column(columns, "nums", len(texts), name, "the numbers to use, e.g. [44, 19, 35]")
-    targets = column(columns, "target", len(texts), name, "the value to reach, e.g. 98")
-    return guarded(name, lambda text, row, target: _countdown(text, row, target, options), texts, nums, targets)
-
-
-_COUNTDOWN_DEFAULTS = CountdownOptions()
-
-
-def countdown_equation(completions: Any, **kwargs: Any) -> list[float | None]:
-    """1.0 when the one `<answer>` block is an expression over + - * / and parentheses that uses every number of the
-    `nums` column exactly once and equals the `target` column; 0.0 otherwise; None when nums or target is malformed."""
-    return score_countdown_equation(completions, kwargs, _COUNTDOWN_DEFAULTS)

@@ -1,17 +1,17 @@
-"""Format rewards: one reasoning block then one answer block (`think_format`), per-tag credit (`tag_count`), and
-explicit step structure (`reasoning_steps`).
+"""Format rewards: one reasoning block then one answer block (`think_format`, role format), per-tag credit
+(`tag_count`, shaping), and explicit step structure (`reasoning_steps`, shaping).
 
 All scanning is `str.count`/`str.find` or a regex without nested repetition: linear in the completion's length.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from rewards._text import check_tag_name, guarded, tag_pair, texts_of
+from rewards._registry import register
+from rewards._text import check_tag_name, tag_pair
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class ThinkFormatOptions:
         check_tag_name("answer_tag", self.answer_tag)
         if self.think_tag == self.answer_tag:
             raise ValueError(f"think_tag and answer_tag are both {self.think_tag!r}: give them different names")
+
+    @functools.cached_property
+    def layout_prefill(self) -> str:
+        """The prefill as the layout sees it: its words before the think tag ("Let me solve this step by step.\\n
+        <think>") are the prompt's, not stray text of the model's, so the layout is judged from the think tag on."""
+        think_open = tag_pair(self.think_tag)[0]
+        return self.prefill[self.prefill.find(think_open) :] if think_open in self.prefill else self.prefill
 
 
 def _blank(text: str) -> bool:
@@ -75,25 +82,21 @@ def _one_think_one_answer(text: str, options: ThinkFormatOptions) -> bool:
     )
 
 
-def score_think_format(
-    completions: Any, columns: Mapping[str, Any], options: ThinkFormatOptions, name: str = "think_format"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    # The prefill's words before its think tag ("Let me solve this step by step.\n<think>") are the prompt's, not
-    # stray text of the model's: the layout is judged from the think tag on.
-    think_open = tag_pair(options.think_tag)[0]
-    prefill = options.prefill[options.prefill.find(think_open) :] if think_open in options.prefill else options.prefill
-    return guarded(name, lambda text: 1.0 if _one_think_one_answer(prefill + text, options) else 0.0, texts)
-
-
-_THINK_FORMAT_DEFAULTS = ThinkFormatOptions()
-
-
-def think_format(completions: Any, **kwargs: Any) -> list[float | None]:
+@register("think_format", options=ThinkFormatOptions, role="format")
+def think_format(text: str, options: ThinkFormatOptions) -> float:
     """1.0 when the completion is one `<think>` block followed by one `<answer>` block (whitespace around and between
     them allowed, both non-blank), else 0.0. Thinking may span lines; two think blocks or any repeated tag score 0.0.
+
+    >>> think_format(["<think>\\n9 * 2 = 18\\n</think>\\n<answer>18</answer>", "<answer>18</answer>"])
+    [1.0, 0.0]
+    >>> think_format(["<think>a</think><think>b</think><answer>18</answer>"])  # a repeated tag
+    [0.0]
+    >>> rewards.get("think_format", strict=True)(["<think>\\n9 * 2\\n</think>\\n<answer>18</answer>\\n"])
+    [1.0]
+    >>> rewards.get("think_format", strict=True)(["<think>9 * 2</think> <answer>18</answer>"])  # not the layout
+    [0.0]
     """
-    return score_think_format(completions, kwargs, _THINK_FORMAT_DEFAULTS)
+    return 1.0 if _one_think_one_answer(options.layout_prefill + text, options) else 0.0
 
 
 @dataclass(frozen=True)
@@ -133,19 +136,16 @@ def _tag_credit(text: str, options: TagCountOptions) -> float:
     return max(credit, 0.0)
 
 
-def score_tag_count(
-    completions: Any, columns: Mapping[str, Any], options: TagCountOptions, name: str = "tag_count"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    return guarded(name, lambda text: _tag_credit(options.prefill + text, options), texts)
+@register("tag_count", options=TagCountOptions, role="shaping")
+def tag_count(text: str, options: TagCountOptions) -> float:
+    """0.25 for each of `<think>`, `</think>`, `<answer>`, `</answer>` present exactly once (0.0 to 1.0).
 
-
-_TAG_COUNT_DEFAULTS = TagCountOptions()
-
-
-def tag_count(completions: Any, **kwargs: Any) -> list[float | None]:
-    """0.25 for each of `<think>`, `</think>`, `<answer>`, `</answer>` present exactly once (0.0 to 1.0)."""
-    return score_tag_count(completions, kwargs, _TAG_COUNT_DEFAULTS)
+    >>> tag_count(["<think>9 * 2</think><answer>18</answer>", "<think>9 * 2</think> 18", "18"])
+    [1.0, 0.5, 0.0]
+    >>> rewards.get("tag_count", trailing_penalty=0.1)(["<think>a</think><answer>18</answer> ok"])  # 2 characters
+    [0.8]
+    """
+    return _tag_credit(options.prefill + text, options)
 
 
 @dataclass(frozen=True)
@@ -177,16 +177,13 @@ def _step_credit(text: str, min_steps: int) -> float:
     return markers / min_steps
 
 
-def score_reasoning_steps(
-    completions: Any, columns: Mapping[str, Any], options: ReasoningStepsOptions, name: str = "reasoning_steps"
-) -> list[float | None]:
-    texts = texts_of(completions, name)
-    return guarded(name, lambda text: _step_credit(text, options.min_steps), texts)
+@register("reasoning_steps", options=ReasoningStepsOptions, role="shaping")
+def reasoning_steps(text: str, options: ReasoningStepsOptions) -> float:
+    """min(1, markers / 3) where markers counts explicit steps ("Step 1:", "1.", "- ", "First,", "Finally," ...).
 
-
-_REASONING_STEPS_DEFAULTS = ReasoningStepsOptions()
-
-
-def reasoning_steps(completions: Any, **kwargs: Any) -> list[float | None]:
-    """min(1, markers / 3) where markers counts explicit steps ("Step 1:", "1.", "- ", "First,", "Finally," ...)."""
-    return score_reasoning_steps(completions, kwargs, _REASONING_STEPS_DEFAULTS)
+    >>> reasoning_steps(["Step 1: 16 - 3 = 13.\\nStep 2: 13 - 4 = 9.\\nStep 3: 9 * 2 = 18.", "First, 9 * 2 = 18."])
+    [1.0, 0.3333333333333333]
+    >>> reasoning_steps(["9 * 2 = 18"])
+    [0.0]
+    """
+    return _step_credit(text, options.min_steps)

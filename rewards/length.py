@@ -6,11 +6,11 @@ function; without it the length is unknown and every completion scores None.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sized
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any
 
-from rewards._text import guarded, texts_of
+from rewards._registry import register
 
 
 @dataclass(frozen=True)
@@ -41,22 +41,24 @@ def overlong_penalty(length: int, options: SoftOverlongOptions) -> float:
     return -1.0
 
 
-def _penalty(ids: Any, options: SoftOverlongOptions) -> float | None:
-    if isinstance(ids, str | bytes) or not isinstance(ids, Sized):
+@register(
+    "soft_overlong",
+    options=SoftOverlongOptions,
+    role="shaping",
+    columns={"completion_ids": "one token-id list per completion, as TRL passes it"},
+    missing_columns="none",
+)
+def soft_overlong(text: str, completion_ids: Any, options: SoftOverlongOptions) -> float | None:
+    """DAPO's soft overlong penalty of a completion from its token count: 0.0 up to max_length - buffer tokens, then
+    down to -1.0 at max_length. No plain form: max_length and buffer are required options. None without the
+    `completion_ids` TRL passes.
+
+    >>> overlong = rewards.get("soft_overlong", max_length=8, buffer=4)
+    >>> overlong(["a", "b", "c"], completion_ids=[[1] * 4, [1] * 6, [1] * 9])
+    [0.0, -0.5, -1.0]
+    >>> overlong(["a"])
+    [None]
+    """
+    if isinstance(completion_ids, str | bytes) or not isinstance(completion_ids, Sized):
         return None
-    return overlong_penalty(len(ids), options)
-
-
-def score_soft_overlong(
-    completions: Any, columns: Mapping[str, Any], options: SoftOverlongOptions, name: str = "soft_overlong"
-) -> list[float | None]:
-    count = len(texts_of(completions, name))
-    completion_ids = columns.get("completion_ids")
-    if completion_ids is None:
-        return [None] * count
-    if isinstance(completion_ids, str | bytes) or not isinstance(completion_ids, Sized) or len(completion_ids) != count:
-        raise ValueError(
-            f"{name}: completion_ids must hold one token-id list per completion ({count}), got "
-            f"{len(completion_ids) if isinstance(completion_ids, Sized) else type(completion_ids).__name__}"
-        )
-    return guarded(name, lambda ids: _penalty(ids, options), list(completion_ids))
+    return overlong_penalty(len(completion_ids), options)

@@ -10,13 +10,6 @@ from typing import Any
 
 from aha.recipe import Recipe
 
-# The task's accuracy reward, and its options that make a correct answer score exactly 1.0.
-ACCURACY_REWARDS = {"gsm8k": "gsm8k_accuracy", "countdown": "countdown_equation"}
-FULL_CREDIT_OPTIONS = {
-    "gsm8k_accuracy": {"correct": 1.0, "exact_match": None},
-    "countdown_equation": {"correct": 1.0, "well_formed": 0.0},
-}
-
 
 @dataclass
 class Generated:
@@ -107,25 +100,22 @@ class Scorer:
 def answer_key(task: str, text: str, row: dict[str, Any], answer_tag: str = "answer") -> str | None:
     """What maj@k votes on: the value of the answer (gsm8k: the number; countdown: the value of an expression that
     uses every number once), so "18" and "18.00" vote together; otherwise the answer's text. None without an answer
-    block."""
-    from fractions import Fraction
+    block (the one after the thinking, as the rewards read it)."""
+    import rewards
 
-    from rewards._text import answer_block
-    from rewards.accuracy import parse_number
-    from rewards.countdown import evaluate, parse_expression
-
-    block = answer_block(text, answer_tag)
+    block = rewards.final_answer(text, answer_tag)
     if block is None:
         return None
     stripped = " ".join(block.split())
-    value: Fraction | None = None
-    if task == "gsm8k":
-        value = parse_number(block.strip())
-    else:
-        parsed = parse_expression(block)
-        if parsed is not None and sorted(parsed[1]) == sorted(int(n) for n in row.get("nums", [])):
-            value = evaluate(block)
+    value = rewards.spec(_accuracy_reward(task)).answer_value(block, row)
     return f"={value}" if value is not None else f"text:{stripped}"
+
+
+def _accuracy_reward(task: str) -> str:
+    """The registered accuracy reward of a dataset task (the registry's role "accuracy" for that task)."""
+    import rewards
+
+    return rewards.names(role="accuracy", task=task)[0]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -220,11 +210,12 @@ def build_scorer(recipe: Recipe) -> Scorer:
     task = recipe.dataset.dataset_task
     names = recipe.rewards.reward_funcs if recipe.rewards else []
     options = (recipe.rewards.reward_options or {}) if recipe.rewards else {}
-    accuracy = ACCURACY_REWARDS[task]
-    recipe_accuracy = next((n for n in names if _base_name(n) == accuracy), accuracy)
-    accuracy_options = {**options.get(recipe_accuracy, {}), **FULL_CREDIT_OPTIONS[accuracy]}
+    accuracy = _accuracy_reward(task)
+    recipe_accuracy = next((n for n in names if rewards.base_name(n) == accuracy), accuracy)
+    accuracy_options = {**options.get(recipe_accuracy, {}), **rewards.spec(accuracy).full_credit}
     answer_tag = accuracy_options.get("answer_tag", "answer")
-    formats = [n for n in names if _base_name(n) == "think_format"]
+    format_reward = rewards.names(role="format")[0]
+    formats = [n for n in names if rewards.base_name(n) == format_reward]
     if formats:
         chosen = next((n for n in formats if options.get(n, {}).get("strict")), formats[0])
         format_options = dict(options.get(chosen, {}))
@@ -236,17 +227,12 @@ def build_scorer(recipe: Recipe) -> Scorer:
     return Scorer(
         task=task,
         correctness=rewards.get(accuracy, **accuracy_options),
-        format=rewards.get("think_format", **format_options),
+        format=rewards.get(format_reward, **format_options),
         rewards={name: rewards.get(name, **options.get(name, {})) for name in names},
         weights=list(weights),
         answer_tag=answer_tag,
         signals=AhaSignals(phrases=configured_phrases(recipe)),
     )
-
-
-def _base_name(reward_name: str) -> str:
-    """A reward's registered name without its label (think_format@strict -> think_format)."""
-    return reward_name.partition("@")[0]
 
 
 def score_problems(

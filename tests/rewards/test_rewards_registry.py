@@ -266,3 +266,109 @@ def test_a_bad_label_or_base_name_is_refused():
         rewards.get("think_format@so-ft")
     with pytest.raises(ValueError, match="registered rewards"):
         rewards.get("thinkformat@soft")
+
+
+ROLES = {
+    "countdown_equation": ("accuracy", "countdown"),
+    "gsm8k_accuracy": ("accuracy", "gsm8k"),
+    "integer_answer": ("shaping", None),
+    "reasoning_steps": ("shaping", None),
+    "soft_overlong": ("shaping", None),
+    "tag_count": ("shaping", None),
+    "think_format": ("format", None),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_reward_records_its_role_and_task(name):
+    entry = rewards.spec(name)
+    assert (entry.name, entry.role, entry.task) == (name, *ROLES[name])
+    assert entry.summary, f"{name} has no docstring"
+    assert rewards.spec(f"{name}@copy") is entry  # a labelled copy is the same reward
+
+
+def test_aha_asks_by_role_and_task():
+    assert rewards.names(role="accuracy") == ["countdown_equation", "gsm8k_accuracy"]
+    assert rewards.names(role="accuracy", task="gsm8k") == ["gsm8k_accuracy"]
+    assert rewards.names(role="format") == ["think_format"]
+    assert rewards.names() == NAMES
+    assert rewards.base_name("think_format@strict") == "think_format"
+    with pytest.raises(ValueError, match="roles are accuracy, format, shaping"):
+        rewards.names(role="accuracy_reward")
+    with pytest.raises(ValueError, match="unknown reward 'accuracy'"):
+        rewards.spec("accuracy@x")
+
+
+FULL_CREDIT_CASES = [
+    ("gsm8k_accuracy", {"answer": ["72"]}, {"exact_match": 2.0, "correct": 1.5}, "72", "73"),
+    ("countdown_equation", {"nums": [[9, 8]], "target": [72]}, {"well_formed": 0.5, "correct": 2.0}, "9 * 8", "9 + 8"),
+]
+
+
+@pytest.mark.parametrize(("name", "columns", "recipe_options", "right", "wrong"), FULL_CREDIT_CASES)
+def test_full_credit_options_score_exactly_one_or_zero(name, columns, recipe_options, right, wrong):
+    """What an evaluation counts as correct: the recipe's options with the full-credit ones on top."""
+    reward = rewards.get(name, **{**recipe_options, **rewards.spec(name).full_credit})
+    both = {key: value * 2 for key, value in columns.items()}
+    assert reward([f"<answer>{right}</answer>", f"<answer>{wrong}</answer>"], **both) == [1.0, 0.0]
+
+
+ANSWER_VALUES = [
+    ("gsm8k_accuracy", "$1,000.00", {}, "1000"),
+    ("gsm8k_accuracy", "**18**", {}, "18"),
+    ("gsm8k_accuracy", "18 or 19", {}, None),
+    ("countdown_equation", "3 * 5 - 2", {"nums": [2, 3, 5]}, "13"),
+    ("countdown_equation", "3 * 5", {"nums": [2, 3, 5]}, None),  # a number unused
+]
+
+
+@pytest.mark.parametrize(("name", "block", "row", "value"), ANSWER_VALUES)
+def test_accuracy_rewards_say_what_an_answer_stands_for(name, block, row, value):
+    result = rewards.spec(name).answer_value(block, row)
+    assert (None if result is None else str(result)) == value
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_docstring_examples_hold(name):
+    """Each reward's docstring shows calls and their scores, as TRL's reward functions do: they must stay true."""
+    import doctest
+
+    function = getattr(sys.modules[rewards.spec(name).score_one.__module__], name)
+    tests = doctest.DocTestFinder().find(function, name, globs={name: function, "rewards": rewards})
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in tests:
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.attempted >= 2, f"{name}: its docstring shows no examples"
+    assert results.failed == 0
+
+
+def test_a_reward_that_needs_options_says_so_when_called_plain():
+    from rewards import length
+
+    with pytest.raises(ValueError, match=r"needs options \(max_length \(required\), buffer \(required\)\)"):
+        length.soft_overlong(["a"], completion_ids=[[1]])
+
+
+def test_register_refuses_a_second_reward_of_the_same_name_and_an_unknown_role():
+    from rewards._registry import register
+    from rewards.formatting import ReasoningStepsOptions
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("tag_count", options=ReasoningStepsOptions, role="shaping")(lambda text, options: 0.0)
+    with pytest.raises(ValueError, match="role 'bonus' is not one of"):
+        register("new_reward_xyz", options=ReasoningStepsOptions, role="bonus")(lambda text, options: 0.0)
+    with pytest.raises(ValueError, match="names its task"):
+        register("new_reward_xyz", options=ReasoningStepsOptions, role="accuracy")(lambda text, options: 0.0)
+    assert "new_reward_xyz" not in rewards.available()
+
+
+def test_no_rewards_module_shadows_a_standard_library_module():
+    shadowing = [path.name for path in (REPO / "rewards").glob("*.py") if path.stem in sys.stdlib_module_names]
+    assert not shadowing
+
+
+def test_the_rewards_readme_lists_every_reward():
+    readme = (REPO / "rewards" / "README.md").read_text()
+    for name in NAMES:
+        assert f"`{name}`" in readme, name
