@@ -149,6 +149,11 @@ def test_recipe_is_found_from_an_exported_folder_or_a_run_summary(tmp_path):
     (tmp_path / "run" / "summary.json").write_text(json.dumps({"recipe": TINY_RECIPE}))
     assert chat.find_recipe(str(checkpoint), None) == TINY_RECIPE
     assert chat.find_recipe(str(tmp_path), None) is None
+    # a run that wrote its resolved recipe: that one, the recipe as the run used it
+    resolved = tmp_path / "run" / "recipe.resolved.yaml"
+    resolved.write_text(Path(TINY_RECIPE).read_text())
+    assert chat.find_recipe(str(checkpoint), None) == str(resolved)
+    assert chat.load_settings(str(resolved), None, 0.0).prompt == chat.load_settings(TINY_RECIPE, None, 0.0).prompt
 
 
 def test_web_mode_without_gradio_names_the_extra_before_loading(monkeypatch, capsys):
