@@ -19,14 +19,21 @@ from aha.real_rewards import answer_number
         ("<answer>22</answer><answer>23</answer>", 0.5),  # two blocks: no answer, but the first holds a number
         ("<answer> </answer>", 0.0),  # the prompt's empty tags copied
         ("<answer> the number </answer>", 0.0),  # a placeholder copied
-        ("<answer>22 apples</answer>", 0.0),
-        ("<answer>\nNora has 7 - 1 = 6 books.", 0.0),
+        ("<answer>22 apples</answer>", 0.25),
+        ("<answer>\nNora has 7 - 1 = 6 books.", 0.25),  # the tag as a heading over a line with numbers
+        ("<answer>\nNora has some books.\n7", 0.0),
         ("The answer is 22.", 0.0),
         ("", 0.0),
     ],
 )
 def test_scores(text, score):
     assert answer_number([text]) == [score]
+
+
+def test_think_close_option_needs_the_think_block_closed_first():
+    assert answer_number(["13 + 9 = 22\n</think>\n<answer>22</answer>"], think_close=True) == [1.0]
+    assert answer_number(["13 + 9 = 22\n<answer>22</answer>"], think_close=True) == [0.5]
+    assert answer_number(["<answer>22</answer>\n</think>"], think_close=True) == [0.5]
 
 
 def test_conversational_completions_and_hostile_input():
