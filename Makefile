@@ -147,10 +147,11 @@ export: $(BASE_STAMP) ## merge a run's LoRA adapter into a full model with a mod
 chat: $(BASE_STAMP) ## chat with a model in the terminal (MODEL=runs/<name>; WEB=1 for the local web page)
 	$(AHA) chat $(MODEL) $(if $(WEB),--web) $(ARGS)
 
-bench: $(VLLM_STAMP) ## reward and rollout throughput on this machine, written to bench/*.json
+bench: $(VLLM_STAMP) $(REAL_STAMP) ## reward and rollout throughput on this machine, written to bench/*.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench/rewards.py
 	$(BIN)/python scripts/bench/rollout.py
+	$(BIN)/python scripts/bench/rollout_smollm2.py
 
 # the GPU smoke runs where no .venv is (a bare GPU machine): .venv's python when there is one, else python3
 SMOKE_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,12 +135,26 @@ def summarize(run: Path) -> dict[str, Any]:
     return summary
 
 
+def train(recipe: str, launch_args: list[str], threads: int) -> None:
+    """`aha launch`, or with `threads` one `aha train` process held to that many torch threads: on a machine whose
+    cores other jobs share, two threads that wait on each other ran 10x slower than one (docs/real-model.md)."""
+    if not threads:
+        _aha("launch", recipe, *launch_args)
+        return
+    command = [sys.executable, "-m", "aha.cli", "train", recipe, *launch_args]
+    print(f"\ndemo-real: $ OMP_NUM_THREADS={threads} aha train {recipe} {' '.join(launch_args)}", flush=True)
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if done.returncode != 0:
+        raise SystemExit(done.returncode)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aha.real_demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default=RECIPE, help="GRPO recipe (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed; not 0: run folder <output_dir>-seed<N>")
-    p.add_argument("--eval-n", type=int, default=128, help="held-out problems to evaluate (default: %(default)s)")
+    p.add_argument("--eval-n", type=int, default=100, help="held-out problems to evaluate (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=4, help="samples per problem (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads, train and eval (default: the launcher's)")
     return p
 
 
@@ -156,14 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         run = run.with_name(f"{run.name}-seed{args.seed}")
         launch_args = ["--seed", str(args.seed), "--output_dir", str(run)]
     eval_args = ["--n", str(args.eval_n), "--samples", str(args.eval_samples), "--dtype", EVAL_DTYPE]
+    eval_args += ["--threads", str(args.threads)] if args.threads else []
     start = time.perf_counter()
     try:
         _aha("model", MODEL)
         if not is_fresh(run / "eval-baseline.json", model):
-            baseline = ["eval", "--baseline", "--recipe", args.recipe, *eval_args]
-            _aha(*baseline, *(["--output", str(run)] if args.seed else []))
+            _aha("eval", "--baseline", "--recipe", args.recipe, "--output", str(run), *eval_args)
         if not has_model(run):
-            _aha("launch", args.recipe, *launch_args)
+            train(args.recipe, launch_args, args.threads)
         if not is_fresh(run / "eval.json", run):
             _aha("eval", "--model", str(run), "--recipe", args.recipe, *eval_args)
         _aha("report", str(run))
