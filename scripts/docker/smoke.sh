@@ -44,7 +44,9 @@ for client in docker /usr/bin/docker; do
 done
 [ ${#BUILD[@]} -gt 0 ] || fail2 "no BuildKit builder: install the buildx plugin (docker-buildx) or Debian's docker.io client."
 
+base_start=$SECONDS
 "$REPO/scripts/docker/base-image.sh" "$BASE_IMAGE" || exit $?
+echo "base image: $((SECONDS - base_start)) s"
 
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 # The machine's CA bundle for pip, when pip is configured with one (PIP_CERT or pip's `cert` setting): handed to
@@ -86,7 +88,7 @@ else
     failed=1
 fi
 size=$(docker image inspect --format '{{.Size}}' "$IMAGE")
-echo "image $IMAGE: $(awk -v s="$size" 'BEGIN {printf "%.2f GB (%d bytes)", s / 1e9, s}')"
+echo "image $IMAGE: $(awk -v s="$size" 'BEGIN {printf "%.2f GB (%.0f bytes)", s / 1e9, s}')"
 
 failed=${failed:-0}
 # check NAME COMMAND...: one container, no network, as the image's user; PASS/FAIL with the time and the log
@@ -103,6 +105,10 @@ check() {
 }
 
 check help "$IMAGE" --help
+# the build's CA secret left nothing behind: no file, no variable, no pip setting
+check build-secret-not-in-image --entrypoint bash "$IMAGE" -c \
+    '[ ! -e /run/secrets/pip_cert ] && [ -z "${PIP_CERT:-}" ] && ! pip config list | grep -qi cert \
+     && echo "no /run/secrets/pip_cert, no PIP_CERT, no pip cert setting"'
 check user --entrypoint bash "$IMAGE" -c '[ "$(id -u):$(id -g)" = 1000:1000 ] && id'
 check aha-check-every-recipe --entrypoint bash "$IMAGE" -c \
     'for r in recipes/*/*.yaml; do aha check "$r" >/dev/null || { echo "aha check $r failed"; exit 1; }; echo "ok $r"; done'
