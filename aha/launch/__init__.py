@@ -25,7 +25,7 @@ from aha.launch.command import build_parser, main, plan_from_args, server_timeou
 from aha.launch.errors import EXIT_FAILED, EXIT_PREFLIGHT, LaunchError
 from aha.launch.hardware import cuda_device_count, detect, expand_hostlist, slurm_gpus
 from aha.launch.plan import BatchPlan, Plan, TrainerPlan, VllmPlan, free_port, make_plan, port_is_free
-from aha.launch.preflight import Requirement, preflight, required_packages
+from aha.launch.preflight import Requirement, required_packages
 from aha.launch.processes import Child, Runner, server_healthy, sweep_descendants
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "make_plan",
     "plan_from_args",
     "port_is_free",
-    "preflight",
     "required_packages",
     "server_healthy",
     "server_timeout",
