@@ -292,6 +292,8 @@ def ignore_patterns() -> list[str]:
         "aha.egg-info/PKG-INFO",
         "wandb/run-1/files/config.yaml",
         ".env",
+        ".gpu-wheels/trl-1.16.0-py3-none-any.whl",
+        ".smoke-tree/aha/cli.py",
     ],
 )
 def test_build_context_leaves_out(ignore_patterns, path):
