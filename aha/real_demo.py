@@ -39,7 +39,7 @@ TRAINED_SAMPLES = "samples.jsonl"
 EVAL_DTYPE = "bfloat16"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # the reward whose full credit is the strict format (the recipe's reward name as TRL logs it)
-STRICT_REWARD = "answer_number"
+STRICT_REWARD = "aha.real_rewards:answer_number"
 # a completion "copies the prompt" when it repeats this many consecutive words of the user or system message
 COPY_WORDS = 8
 

@@ -6,13 +6,19 @@ It pays only for tags around real content (a number), never for tags alone, so c
 nothing. A ladder, because the base model never writes the whole format at first:
   1.0   one `<answer>` block holding just an integer ("22", "-3", "1,000"), nothing but whitespace after it, and,
         with `think_close: true` (a recipe that pre-fills `<think>`), a `</think>` before it;
-  0.5   a closed block holding just an integer that misses one of those (think not closed, text after the block,
-        a second block), or an `<answer>` followed directly by an integer that ends the line (block not closed);
-  0.25  an `<answer>` whose first non-empty line holds a number (the model uses the tag as a heading);
+  0.75  a closed block holding just an integer that misses one of those (think not closed, text after the block,
+        a second block);
+  0.5   an `<answer>` followed directly by an integer that ends its line (the block not closed);
+  0.25-0.47  an `<answer>` whose first non-empty line holds a number among other words (the model uses the tag as a
+        heading): 0.25 plus up to 0.25 the shorter the line, so a group of headings still differs and GRPO is pulled
+        towards the bare number;
   0.0   everything else, including `<answer> </answer>`, `<answer>the number</answer>` and no tag at all.
 Why a ladder: SmolLM2-135M-Instruct, asked for the tags with `<think>` pre-filled, writes `<answer>` in about half of
 its samples at T=0.7 but never closes a block around a number (docs/real-model.md): an all-or-nothing reward gives
-GRPO no signal to start from.
+GRPO no signal to start from. A flat 0.25 for every heading stalled two runs at zero reward spread (docs).
+
+`answer_line_accuracy` is the matching accuracy: 1.0 when the last number on that first line after `<answer>` equals
+the gold `answer` column, closed block or not (gsm8k_accuracy pays only for a clean block).
 
 Model output is untrusted: plain string scans and one anchored regex without nested repetition (linear time); any
 completion that is not text scores 0.0; nothing here raises on model output.
@@ -32,6 +38,14 @@ LEADING_INTEGER = re.compile(r"\s*[-+]?[0-9][0-9,]{0,15}[ \t]*(?:\n|<|$)")
 MAX_ANSWER_CHARS = 32
 LINE_CHARS = 200  # how far the first non-empty line after the tag is looked for
 THINK_CLOSE = "</think>"
+HEADING_WORDS = 8  # a heading line this many words longer than a bare number earns the floor, 0.25
+NUMBER = re.compile(r"-?[0-9][0-9,]{0,15}")
+
+
+def _first_line(after: str) -> str:
+    """The first non-empty line after the opening tag (up to a closing tag), within LINE_CHARS characters."""
+    head = after[:LINE_CHARS].split(CLOSE, 1)[0]
+    return next((line.strip() for line in head.splitlines() if line.strip()), "")
 
 
 def _score(text: str, think_close: bool) -> float:
@@ -44,11 +58,35 @@ def _score(text: str, think_close: bool) -> float:
         value = inside.strip()
         if len(value) <= MAX_ANSWER_CHARS and INTEGER.fullmatch(value):
             thought = not think_close or THINK_CLOSE in text[:first]
-            return 1.0 if thought and not trailing.strip() else 0.5
+            return 1.0 if thought and not trailing.strip() else 0.75
     if LEADING_INTEGER.match(after[: MAX_ANSWER_CHARS + 8]):
         return 0.5
-    heading = next((line for line in after[:LINE_CHARS].splitlines() if line.strip()), "")
-    return 0.25 if any(char.isdigit() for char in heading) else 0.0
+    line = _first_line(after)
+    if not any(char.isdigit() for char in line):
+        return 0.0
+    words = len(line.split())
+    return 0.25 + 0.25 * max(0.0, 1.0 - (words - 1) / HEADING_WORDS)
+
+
+def answer_line_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:
+    """1.0 when the last number on the first non-empty line after `<answer>` equals the gold `answer`, else 0.0;
+    None when the gold does not parse as an integer."""
+    golds = answer if isinstance(answer, list | tuple) else [answer] * len(completions or [])
+    scores: list[float | None] = []
+    for completion, gold in zip(completions if isinstance(completions, list | tuple) else [], golds, strict=False):
+        try:
+            expected = int(str(gold).strip().replace(",", ""))
+        except ValueError:
+            scores.append(None)
+            continue
+        try:
+            text = completion_text(completion)
+            first = text.find(OPEN)
+            numbers = NUMBER.findall(_first_line(text[first + len(OPEN) :])) if first >= 0 else []
+            scores.append(1.0 if numbers and int(numbers[-1].replace(",", "")) == expected else 0.0)
+        except Exception:  # untrusted input: an unreadable completion is a wrong one, never a crashed run
+            scores.append(0.0)
+    return scores
 
 
 def answer_number(completions: Any, think_close: bool = False, **kwargs: Any) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rewards
-from aha.real_rewards import answer_number
+from aha.real_rewards import answer_line_accuracy, answer_number
 
 
 @pytest.mark.parametrize(
@@ -15,12 +15,13 @@ from aha.real_rewards import answer_number
         ("so it is\n<answer>\n-3\n</answer>\n", 1.0),
         ("<answer>1,000</answer>", 1.0),
         ("<answer>\n22\nLeo has 22 books.", 0.5),  # opened on a number, never closed
-        ("<answer>22</answer> and more text", 0.5),  # text after the block
-        ("<answer>22</answer><answer>23</answer>", 0.5),  # two blocks: no answer, but the first holds a number
+        ("<answer>22</answer> and more text", 0.75),  # text after the block
+        ("<answer>22</answer><answer>23</answer>", 0.5),  # two blocks: no answer, but the first starts on a number
         ("<answer> </answer>", 0.0),  # the prompt's empty tags copied
         ("<answer> the number </answer>", 0.0),  # a placeholder copied
-        ("<answer>22 apples</answer>", 0.25),
-        ("<answer>\nNora has 7 - 1 = 6 books.", 0.25),  # the tag as a heading over a line with numbers
+        ("<answer>22 apples</answer>", 0.25 + 0.25 * 7 / 8),
+        ("<answer>\nNora has 7 - 1 = 6 books.", 0.28125),  # the tag as a heading over an 8-word line
+        ("<answer>\n6 books", 0.25 + 0.25 * 7 / 8),  # shorter heading line, more credit
         ("<answer>\nNora has some books.\n7", 0.0),
         ("The answer is 22.", 0.0),
         ("", 0.0),
@@ -32,8 +33,15 @@ def test_scores(text, score):
 
 def test_think_close_option_needs_the_think_block_closed_first():
     assert answer_number(["13 + 9 = 22\n</think>\n<answer>22</answer>"], think_close=True) == [1.0]
-    assert answer_number(["13 + 9 = 22\n<answer>22</answer>"], think_close=True) == [0.5]
-    assert answer_number(["<answer>22</answer>\n</think>"], think_close=True) == [0.5]
+    assert answer_number(["13 + 9 = 22\n<answer>22</answer>"], think_close=True) == [0.75]
+    assert answer_number(["<answer>22</answer>\n</think>"], think_close=True) == [0.75]
+
+
+def test_answer_line_accuracy_reads_the_first_line_after_the_tag():
+    texts = ["<answer>\nNora has 7 - 1 = 6 books.\nMore 9", "<answer>5</answer>", "no tag 6", "<answer>\nsix"]
+    assert answer_line_accuracy(texts, answer=["6", "6", "6", "6"]) == [1.0, 0.0, 0.0, 0.0]
+    assert answer_line_accuracy(["<answer>6"], answer=["not a number"]) == [None]
+    assert answer_line_accuracy([None, "<answer>" + "9" * 5000], answer=["6", "6"]) == [0.0, 0.0]
 
 
 def test_conversational_completions_and_hostile_input():
