@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,13 @@ class SaveOnSigterm(TrainerCallback):
         self._previous_handler: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:  # a job-wide SIGTERM and the launcher's own may both arrive: say it once
+            return
         self.received = True
-        print(f"aha: SIGTERM received (pid {os.getpid()}): saving a checkpoint after this step", file=sys.stderr)
+        # os.write, not print: the handler may interrupt a write to sys.stderr, whose buffer is not reentrant
+        message = f"aha: SIGTERM received (pid {os.getpid()}): saving a checkpoint after this step\n"
+        with contextlib.suppress(OSError):
+            os.write(2, message.encode())
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._previous_handler = signal.signal(signal.SIGTERM, self._handle)

@@ -240,9 +240,9 @@ class LaunchArguments:
     max_train_minutes: float | None = field(
         default=None,
         metadata={
-            "help": "Stop training after this many minutes of optimizer steps (model loading not counted) and save "
-            "the model as at max_steps; null: max_steps alone decides. A resumed run gets the budget anew. Used to "
-            "give two methods the same wall time (the CPU demo's continued-SFT comparison)."
+            "help": "A guard, not a target: stop after this many minutes of optimizer steps (model loading not "
+            "counted), say so, and save a checkpoint; the same command run again resumes to max_steps. Set it about 3x "
+            "the expected training time; null: max_steps alone decides."
         },
     )
 
@@ -337,6 +337,24 @@ def _target_gpu_runs_bf16(launch: LaunchArguments):
         yield
     finally:
         training_args.is_torch_bf16_gpu_available = probe
+
+
+def write_variant(
+    base: str | os.PathLike,
+    folder: str | os.PathLike,
+    name: str = "recipe.yaml",
+    drop: typing.Sequence[str] = (),
+    **keys,
+) -> Path:
+    """A copy of the recipe `base` with `keys` replaced or added and `drop` removed, written as folder/name (tests,
+    benchmarks and the GPU smoke derive their runs from the shipped recipes this way)."""
+    config = yaml.safe_load(Path(base).read_text())
+    for key in drop:
+        config.pop(key, None)
+    config.update(keys)
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def read_yaml(path: str) -> dict[str, Any]:

@@ -97,8 +97,11 @@ class Child:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         while chunk := os.read(fd, 65536):
-            self._log.write(chunk)
-            self._log.flush()
+            try:
+                self._log.write(chunk)
+                self._log.flush()
+            except ValueError:  # the log was closed: the child is gone, what is left belongs to orphans
+                return
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()

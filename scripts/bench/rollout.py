@@ -143,11 +143,11 @@ def bench_vllm_offline(model_dir: Path, folder: Path) -> dict[str, float]:
 def planned_server(model_dir: Path, port: int, folder: Path) -> tuple[list[str], dict[str, str]]:
     """The vLLM server command `aha launch` plans for a CPU recipe in server mode."""
     from aha.launch import plan_from_args
-    from tests.helpers import write_recipe
+    from aha.recipe import write_variant
 
-    recipe = write_recipe(
+    recipe = write_variant(
+        REPO / "recipes" / "tiny" / "grpo-arith.yaml",
         folder,
-        "tiny/grpo-arith.yaml",
         model_name_or_path=str(model_dir),
         output_dir=str(folder / "run"),
         use_vllm=True,
@@ -252,11 +252,11 @@ def first_step_seconds(command: list[str], log: Path, env: dict[str, str]) -> fl
 
 
 def bench_launcher(model_dir: Path, folder: Path) -> dict[str, float]:
-    from tests.helpers import write_recipe
+    from aha.recipe import write_variant
 
-    recipe = write_recipe(
+    recipe = write_variant(
+        REPO / "recipes" / "tiny" / "grpo-arith.yaml",
         folder,
-        "tiny/grpo-arith.yaml",
         name="launcher.yaml",
         model_name_or_path=str(model_dir),
         output_dir=str(folder / "launcher-run"),
