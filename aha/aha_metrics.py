@@ -28,7 +28,6 @@ import functools
 import inspect
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -218,7 +217,9 @@ def _steps_written(path: Path) -> set[int]:
 
 
 def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    from aha.topology import process_rank
+
+    return process_rank() == 0
 
 
 def _prompt_text(prompt: Any) -> str:

@@ -29,6 +29,7 @@ import yaml
 
 from aha.recipe import Recipe, RecipeError, load, read_yaml
 from aha.run_folder import TRAINER_STATE, RunFolder, override_values, write_json_atomic, write_text_atomic
+from aha.topology import process_rank, process_world_size
 
 # Set by `aha launch` for the processes it starts: the CLI overrides the user gave (JSON list). The launcher appends
 # its own (--num_nodes, --gpus_per_node, the vLLM server's host and port) after them; those are the plan, not choices.
@@ -37,11 +38,11 @@ USER_OVERRIDES_ENV = "AHA_USER_OVERRIDES"
 
 def world_size() -> int:
     """Training ranks of this run as the launcher set them up (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return process_world_size()
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def load_tokenizer(recipe: Recipe):
