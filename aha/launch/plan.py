@@ -24,6 +24,7 @@ DEFAULT_MAIN_PORT = 29500
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 LOCAL_HOST = LOCAL_HOSTS[0]
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+SIGTERM_GUARD = Path(__file__).resolve().parent / "sigterm_guard"  # its sitecustomize makes SIGTERM a no-op
 
 
 @dataclass
@@ -170,6 +171,9 @@ def _vllm_plan(recipe: Recipe, topology: Topology, environ: Mapping[str, str]) -
     bind = "0.0.0.0" if topology.multi_node else LOCAL_HOST
     devices = ",".join(topology.server_gpu_ids)
     env = {"VLLM_SERVER_DEV_MODE": "1", "CUDA_VISIBLE_DEVICES": devices, **no_proxy_for(topology.hosts, environ)}
+    # deaf to a job-wide SIGTERM: the trainer may still need it to finish and save (aha/launch/sigterm_guard)
+    env["AHA_IGNORE_SIGTERM"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SIGTERM_GUARD), environ.get("PYTHONPATH", "")) if p)
     if cpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = VLLM_CPU_KVCACHE_GIB
     command = _vllm_server_command(recipe, bind, port, tp, dp, cpu)

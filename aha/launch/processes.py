@@ -2,8 +2,8 @@
 
 Preemption (Slurm sends SIGTERM to every process of the job, on every node, at once): the ranks finish their step
 and save a checkpoint (aha.callbacks). A step may be waiting on the vLLM server (generation, weight sync), so the
-server must outlive them: it starts with SIGTERM blocked (it stops only when the launcher says so, by SIGINT), and
-on a multi-node run the vLLM node serves on after a SIGTERM until node 0 writes `launch/trainer-exit.json` (its
+server must outlive them: its processes ignore SIGTERM (aha/launch/sigterm_guard; the launcher stops it by SIGINT),
+and on a multi-node run the vLLM node serves on after a SIGTERM until node 0 writes `launch/trainer-exit.json` (its
 trainer stopped, the checkpoint is written) or `--stop-timeout` plus a margin passes.
 """
 
@@ -55,10 +55,8 @@ def _trainer_preexec() -> None:
 
 
 def _server_preexec() -> None:
-    """The vLLM server ignores a SIGTERM sent to every process (Slurm's preemption): blocked signals stay blocked
-    across exec and in the engine processes it spawns, so only the launcher's SIGINT (or SIGKILL) stops it. A
-    killed launcher takes it down with SIGKILL (a blocked SIGTERM would not)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    """The vLLM server ignores SIGTERM (aha/launch/sigterm_guard, from the plan's environment): a killed launcher
+    takes it down with SIGKILL instead."""
     _die_with_parent(signal.SIGKILL)
 
 

@@ -9,11 +9,14 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from aha.callbacks import COMPLETE_MARKER
+from aha.launch.plan import SIGTERM_GUARD
 from aha.run_folder import RunFolder
 from tests.launch.conftest import (
     TOKEN_VARIABLE,
@@ -53,6 +56,38 @@ def signal_everything(token: str) -> int:
         except ProcessLookupError:
             pass
     return hit
+
+
+# what vLLM and uvicorn do at start: a SIGTERM handler through signal.signal and through the (uv)loop
+SERVER_LIKE = """
+import asyncio, signal, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
+async def main():
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: sys.exit(15))
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+def test_the_server_environment_makes_sigterm_a_no_op_and_sigint_stops_it():
+    env = {**os.environ, "AHA_IGNORE_SIGTERM": "1", "PYTHONPATH": str(SIGTERM_GUARD)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER_LIKE], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        server.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert server.poll() is None  # still serving
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) != 0  # KeyboardInterrupt: the launcher's way to stop it
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 @pytest.mark.e2e

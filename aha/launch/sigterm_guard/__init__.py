@@ -1,0 +1,1 @@
+"""sitecustomize for the vLLM server processes `aha launch` starts: see sitecustomize.py."""
