@@ -120,7 +120,7 @@ docker-run: ## run RECIPE in the image on this host's GPUs (HF cache and ./runs 
 		-v "$(HF_CACHE)":/cache/huggingface -v "$(CURDIR)/runs":/opt/aha/runs \
 		--entrypoint make $(IMAGE):$(TAG) train RECIPE=$(RECIPE) ARGS="$(ARGS)"
 
-docker-smoke: ## build the image on a local Debian base and run it without GPU or network (docs/docker.md; several GB)
+docker-smoke: ## build the image on a local Debian base and run it without GPU or network (docs/docker.md; downloads 4 GB)
 	@scripts/docker/smoke.sh
 
 docker-push: ## tag and push the image to REGISTRY (e.g. make docker-push REGISTRY=ghcr.io/you)
