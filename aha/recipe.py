@@ -35,7 +35,8 @@ DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_TASKS = ("arith", "countdown")
 TASKS = ("gsm8k", "countdown")
-TRAINERS = ("grpo", "sft")
+TRAINERS = ("grpo", "sft", "async_grpo")
+GRPO_TRAINERS = ("grpo", "async_grpo")  # reinforcement learning from rewards (async_grpo: aha/async_grpo.py)
 ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 
 
@@ -218,7 +219,12 @@ class RewardArguments:
 class LaunchArguments:
     """What to run, on which hardware: the launcher plans from this; `aha check` validates against it."""
 
-    trainer: str = field(metadata={"help": "grpo (reinforcement learning) or sft (supervised warm-up)."})
+    trainer: str = field(
+        metadata={
+            "help": "grpo (reinforcement learning), async_grpo (the same, generation overlapping training on a vLLM "
+            "server: aha/async_grpo.py) or sft (supervised warm-up)."
+        }
+    )
     accelerate_config: str = field(
         metadata={"help": "Name in accelerate_configs/ (ddp, zero2, zero3, zero3_offload) or a path to a YAML file."}
     )
@@ -299,7 +305,12 @@ class Recipe:
 
     @property
     def is_grpo(self) -> bool:
-        return self.launch.trainer == "grpo"
+        """Learning from rewards: grpo or async_grpo."""
+        return self.launch.trainer in GRPO_TRAINERS
+
+    @property
+    def is_async(self) -> bool:
+        return self.launch.trainer == "async_grpo"
 
 
 def section_types(trainer: str) -> tuple[type, ...]:
@@ -307,6 +318,10 @@ def section_types(trainer: str) -> tuple[type, ...]:
 
     if trainer == "grpo":
         return (DatasetArguments, PromptArguments, RewardArguments, LaunchArguments, GRPOConfig, ModelConfig)
+    if trainer == "async_grpo":
+        from aha.async_grpo import AsyncRecipeConfig
+
+        return (DatasetArguments, PromptArguments, RewardArguments, LaunchArguments, AsyncRecipeConfig, ModelConfig)
     return (DatasetArguments, PromptArguments, LaunchArguments, SFTConfig, ModelConfig)
 
 
@@ -451,6 +466,8 @@ BATCH_KEYS = (
     "generation_batch_size",
     "steps_per_generation",
 )
+# async_grpo's staleness keys, read with the batch keys (aha.async_grpo.validate_async_rules)
+ASYNC_RULE_KEYS = ("max_staleness", "weight_sync_steps", "max_inflight_tasks", "queue_maxsize")
 
 
 def _batch_fields(config_type: type) -> type:
@@ -459,7 +476,7 @@ def _batch_fields(config_type: type) -> type:
     fields_ = [
         (f.name, f.type, field(default=f.default, metadata=f.metadata))
         for f in dataclasses.fields(config_type)
-        if f.name in BATCH_KEYS + VLLM_MODE_KEYS
+        if f.name in BATCH_KEYS + VLLM_MODE_KEYS + ASYNC_RULE_KEYS
     ]
     return dataclasses.make_dataclass("BatchFields", fields_)
 
@@ -477,7 +494,7 @@ def load(
     overrides = list(overrides)
     trainer = overrides[overrides.index("--trainer") + 1] if "--trainer" in overrides[:-1] else config.get("trainer")
     if trainer not in TRAINERS:
-        raise RecipeError("trainer", f"{trainer!r} is not a trainer; set `trainer: grpo` or `trainer: sft`.")
+        raise RecipeError("trainer", f"{trainer!r} is not a trainer; set `trainer:` to one of {', '.join(TRAINERS)}.")
     types_ = section_types(trainer)
     _check_keys_and_types(config, _field_types(types_), path)
     args = ["--config", path, *overrides]
@@ -497,6 +514,10 @@ def load(
     validate_topology(launch, processes, vllm_server=vllm_server)
     if trainer == "grpo":
         validate_batch(batch, processes)
+    elif trainer == "async_grpo":
+        from aha.async_grpo import validate_async_rules
+
+        validate_async_rules(batch, processes)
 
     # Stage 2: every section. GRPOConfig validates itself for `processes` ranks, even from a single process.
     running = process_world_size()
@@ -509,14 +530,14 @@ def load(
         raise
     except ValueError as err:  # a section's __post_init__ (ours or TRL's): keep its message, it states the rule
         raise RecipeError(None, str(err)) from err
-    if trainer == "grpo":
+    if trainer in GRPO_TRAINERS:
         dataset, prompt, reward, launch, training, model = sections
     else:
         dataset, prompt, launch, training, model = sections
         reward = None
     recipe = Recipe(path, dataset, prompt, launch, model, training, reward, overrides)
     validate(recipe, require_model=require_model)
-    if trainer == "grpo":
+    if trainer in GRPO_TRAINERS:
         explicit = set(config) | {o[2:].split("=")[0] for o in overrides if o.startswith("--")}
         validate_vllm_keys(training, explicit)
     return recipe
@@ -674,6 +695,10 @@ def validate(recipe: Recipe, *, require_model: bool = True) -> None:
 
     if recipe.launch.trainer in TRAINERS and (problem := lost_update_problem(recipe)):
         raise RecipeError("dtype", problem)
+    if recipe.is_async:
+        from aha.async_grpo import validate_async_recipe
+
+        validate_async_recipe(recipe)
     if recipe.is_grpo:
         _validate_grpo(recipe)
     else:
@@ -692,7 +717,7 @@ def _validate_grpo(recipe: Recipe) -> None:
 
     launch, training, reward = recipe.launch, recipe.training, recipe.rewards
     assert reward is not None
-    weights = training.reward_weights
+    weights = getattr(training, "reward_weights", None)
     if weights is not None and len(weights) != len(reward.reward_funcs):
         raise RecipeError(
             "reward_weights",

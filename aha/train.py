@@ -118,6 +118,13 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     if training.model_init_kwargs is None:
         training.model_init_kwargs = model_init_kwargs(recipe)
     peft_config = get_peft_config(recipe.model)
+    if recipe.is_async:
+        from aha.async_grpo import build_async_trainer
+        from aha.data import grpo_dataset
+
+        training.model_init_kwargs.pop("attn_implementation", None)  # TRL's packed attention is the only one
+        train_dataset = grpo_dataset(recipe.dataset, recipe.prompt, tokenizer, recipe.dataset.dataset_train_split)
+        return build_async_trainer(recipe, tokenizer, train_dataset, callbacks)
     if recipe.is_grpo:
         from trl import GRPOTrainer
 
@@ -299,7 +306,7 @@ def run(recipe: Recipe, user: Sequence[str] | None = None) -> Path | None:
     # TensorBoard's folder comes from this variable in transformers 5 (TrainingArguments lost logging_dir)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder.tensorboard_dir))
     resume = recipe.training.resume_from_checkpoint or last_checkpoint(output_dir)
-    if recipe.is_grpo and recipe.training.use_vllm and recipe.training.use_cpu:
+    if recipe.is_grpo and not recipe.is_async and recipe.training.use_vllm and recipe.training.use_cpu:
         from aha import cpu_weight_sync
 
         cpu_weight_sync.install()  # TRL's weight sync is NCCL-only; GPU runs keep it

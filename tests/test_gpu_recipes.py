@@ -32,6 +32,7 @@ GPU_RECIPES = {
     "qwen2.5-1.5b-instruct/gsm8k-grpo.yaml": Topology(1, 1, "0", None),
     "qwen2.5-3b-instruct/gsm8k-lora.yaml": Topology(1, 1, "0", None),
     "qwen2.5-3b-instruct/countdown-grpo.yaml": Topology(1, 3, "0,1,2", "3", (1, 1)),
+    "qwen2.5-3b-instruct/countdown-async-grpo.yaml": Topology(1, 3, "0,1,2", "3", (1, 1)),
     "qwen2.5-3b-instruct/gsm8k-dapo.yaml": Topology(1, 1, "0", None),
     "qwen2.5-3b-instruct/gsm8k-dapo-24gb.yaml": Topology(1, 1, "0", None),
     "qwen2.5-14b-instruct/countdown-multinode.yaml": Topology(1, 3, "0,1,2", "3", (1, 1)),
@@ -57,10 +58,13 @@ SERVER_KEYS = (
     "vllm_server_gpu_memory_utilization",
     "vllm_server_max_model_len",
 )
+# GRPOConfig's loss keys have no async_grpo counterpart (TRL's async loss is fixed); its staleness keys instead
+ASYNC_ONLY_KEYS = {"loss_type": "max_staleness", "scale_rewards": "weight_sync_steps", "beta": "max_inflight_tasks"}
 COLOCATE_KEYS = ("vllm_gpu_memory_utilization", "vllm_max_model_length", "vllm_tensor_parallel_size")
 
 BATCH_COMMENT = re.compile(
-    r"generation batch = per_device_train_batch_size (\d+) x (\d+) processes x steps_per_generation (\d+)\s*"
+    r"(?:generation batch|samples per optimizer step) = per_device_train_batch_size (\d+) x (\d+) processes x "
+    r"(?:steps_per_generation|(?:#\s*)?gradient_accumulation_steps) (\d+)\s*"
     r"(?:#\s*)?= (\d+) completions\s*(?:#\s*)?= (\d+) prompts x num_generations (\d+)"
 )
 
@@ -111,7 +115,10 @@ def test_header_says_how_to_launch_on_what_and_what_the_source_reached(name):
 @pytest.mark.parametrize("name", RECIPE_IDS)
 def test_meaningful_defaults_are_written_out(name):
     config = yaml.safe_load((REPO / "recipes" / name).read_text())
-    missing = [key for key in WRITTEN_OUT if key not in config]
+    keys = WRITTEN_OUT
+    if config["trainer"] == "async_grpo":
+        keys = tuple(ASYNC_ONLY_KEYS.get(key, key) for key in WRITTEN_OUT)
+    missing = [key for key in keys if key not in config]
     assert not missing, f"{name} leaves {missing} to library defaults"
     assert config["push_to_hub"] is False
     assert config["report_to"] == ["tensorboard"]
@@ -130,7 +137,7 @@ def test_batch_arithmetic_comment_is_true(name):
     training = recipe.training
     assert (per_device, generations) == (training.per_device_train_batch_size, training.num_generations)
     assert processes == recipe.launch.training_processes(training.vllm_mode == "server")
-    assert steps == training.steps_per_generation
+    assert steps == (training.gradient_accumulation_steps if recipe.is_async else training.steps_per_generation)
     assert completions == per_device * processes * steps == prompts * generations
 
 
@@ -185,6 +192,8 @@ IDEAL_COMPLETIONS = [
      "<think>\n3 + 4 = 7\n</think>\n<answer>7</answer>", GSM8K, 1.1),
     ("countdown 3b", "qwen2.5-3b-instruct/countdown-grpo.yaml",
      " 3 + 4 = 7, 7 * 2 = 14\n</think>\n<answer>(3 + 4) * 2</answer>", COUNTDOWN, 2.0),
+    ("countdown 3b async", "qwen2.5-3b-instruct/countdown-async-grpo.yaml",
+     "<think>\n3 + 4 = 7, 7 * 2 = 14\n</think>\n<answer>(3 + 4) * 2</answer>", COUNTDOWN, 2.0),
     ("countdown 14b", "qwen2.5-14b-instruct/countdown-multinode.yaml",
      " 3 + 4 = 7, 7 * 2 = 14\n</think>\n<answer>(3 + 4) * 2</answer>", COUNTDOWN, 2.0),
 ]  # fmt: skip

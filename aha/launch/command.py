@@ -78,6 +78,8 @@ def _server_mode(path: str, overrides: Sequence[str]) -> bool:
         if key in ("use_vllm", "vllm_mode"):
             value = arg.split("=", 1)[1] if "=" in arg else (overrides[index + 1] if index + 1 < len(overrides) else "")
             values[key] = value.lower() == "true" if key == "use_vllm" else value
+    if config.get("trainer") == "async_grpo":  # always a separate server (aha.async_grpo)
+        return True
     return config.get("trainer") == "grpo" and uses_vllm_server(argparse.Namespace(**values))
 
 

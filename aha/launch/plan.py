@@ -249,7 +249,7 @@ def make_plan(
     device = "cpu" if topology.cpu else "gpu"
     return Plan(
         recipe=recipe_path,
-        mode=f"{device}+vllm-{training.vllm_mode}" if use_vllm else device,
+        mode=(f"{device}+vllm-{training.vllm_mode}" if use_vllm else device) + ("+async" if recipe.is_async else ""),
         hardware_source=topology.source,
         nodes=list(topology.hosts),
         node_rank=topology.node_rank,
