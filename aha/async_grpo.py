@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
 import sys
 import time
 from collections.abc import Iterator
@@ -210,7 +211,7 @@ class ReloadWeightTransfer:
         VLLMClient(self.base_url, self.server_ready_timeout_s).wait_for_server_ready()
 
     def pause(self) -> None:
-        self._post("/pause", params={"mode": "keep"})
+        self._post("/pause", params={"mode": "keep"})  # as TRL: in-flight requests wait, then continue
 
     def send_weights(self, iterator: Iterator[tuple[str, torch.Tensor]]) -> None:
         from aha import cpu_weight_sync
@@ -226,8 +227,25 @@ class ReloadWeightTransfer:
                 f"reload_weights on the vLLM server at {self.base_url} failed or took over {self.timeout_s:.0f} s "
                 f"(weight_sync_timeout): {err}"
             ) from err
+        self._reset_key_value_caches()
         self.pushes += 1
         self.push_seconds.append(time.perf_counter() - start)
+        print(f"aha: weight push {self.pushes} to vLLM: {self.push_seconds[-1]:.2f} s", flush=True)
+
+    def _reset_key_value_caches(self) -> None:
+        """Drop every cached key/value computed with the old weights, the kept requests' too (they are recomputed on
+        resume): vLLM refuses to reset the prefix cache while kept requests hold blocks (success false), and later
+        prompts sharing a prefix would then reuse old key/values."""
+        import requests
+
+        response = requests.post(
+            f"{self.base_url}/reset_prefix_cache", params={"reset_running_requests": "true"}, timeout=self.timeout_s
+        )
+        if response.status_code != 200 or not response.json().get("success", False):
+            raise WeightTransferStalled(
+                f"the vLLM server at {self.base_url} did not reset its prefix cache after a weight push "
+                f"(HTTP {response.status_code}: {response.text}); its rollouts would mix old and new weights."
+            )
 
     def resume(self) -> None:
         self._post("/resume")
@@ -285,6 +303,42 @@ def _no_peak_flops(accelerator: Any, dtype: str) -> None:
     return None  # MFU metrics off on CPU; TRL's lookup asks CUDA for the device name
 
 
+CHILD_STOP_S = 10.0  # seconds the rollout worker gets to exit on its own once asked
+
+
+def _stop_draining_queues(original_stop: Any) -> Any:
+    """TRL's rollout worker stop() waits 15 s for its child, then terminates it: the child cannot exit while its
+    multiprocessing queues hold samples nobody reads (a queue's feeder thread flushes before the process ends).
+    Draining them while the child stops lets it exit in about a second; TRL's own stop() still bounds the rest."""
+
+    def stop(self: Any) -> None:
+        process = getattr(self, "_process", None)
+        if process is not None and process.is_alive():
+            self._stop_event_mp.set()
+            deadline = time.monotonic() + CHILD_STOP_S
+            while process.is_alive() and time.monotonic() < deadline:
+                for pending in (self.rollout_buffer, self.metrics_queue):
+                    try:
+                        while True:
+                            pending.get_nowait()
+                    except (queue.Empty, OSError, ValueError):
+                        pass
+                process.join(timeout=0.2)
+        original_stop(self)
+
+    stop.aha_drains = True
+    return stop
+
+
+def install_shutdown_fix() -> None:
+    """(4) A bounded, quick rollout-worker shutdown (CPU and GPU alike); idempotent."""
+    check_trl_version()
+    from trl.experimental.async_grpo.async_rollout_worker import AsyncRolloutWorker
+
+    if not getattr(AsyncRolloutWorker.stop, "aha_drains", False):
+        AsyncRolloutWorker.stop = _stop_draining_queues(AsyncRolloutWorker.stop)
+
+
 def install_cpu_workarounds() -> None:
     """Patch trl 1.16.0's async GRPO for a CPU trainer: (1) the peak-FLOPs lookup (CUDA only) answers None; (2) the
     packed attention runs in plain torch; the response template (3) is set on the tokenizer by `prepare_tokenizer`.
@@ -329,7 +383,7 @@ def build_async_trainer(recipe: Any, tokenizer: Any, train_dataset: Any, callbac
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     training = recipe.training
     training.vllm_server_base_url = f"http://{training.vllm_server_host}:{training.vllm_server_port}"
-    training.trust_remote_code = bool(recipe.model.trust_remote_code)
+    training.trust_remote_code = bool(getattr(recipe.model, "trust_remote_code", False))
     assert recipe.rewards is not None
     options = recipe.rewards.reward_options or {}
     weights = recipe.training.reward_weights if hasattr(recipe.training, "reward_weights") else None
@@ -339,6 +393,7 @@ def build_async_trainer(recipe: Any, tokenizer: Any, train_dataset: Any, callbac
         weight = weights[index] if weights else 1.0
         reward_funcs.append(func if weight == 1.0 else WeightedReward(func, weight))
     transport = None
+    install_shutdown_fix()
     if training.use_cpu:
         install_cpu_workarounds()
         transport = ReloadWeightTransfer(
