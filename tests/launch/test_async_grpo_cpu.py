@@ -95,9 +95,7 @@ def transformers_log_probs(model_dir: Path, token_ids: list[int]) -> list[float]
 @needs_vllm
 @pytest.mark.e2e
 @pytest.mark.vllm
-def test_async_grpo_trains_against_vllm_cpu_and_the_server_holds_the_trained_weights(
-    tiny_model, tmp_path, launch_env
-):
+def test_async_grpo_trains_against_vllm_cpu_and_the_server_holds_the_trained_weights(tiny_model, tmp_path, launch_env):
     port = free_port()
     recipe = write_recipe(
         tmp_path,
