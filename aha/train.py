@@ -364,11 +364,25 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"aha train: {argv[0]}: {err}", file=sys.stderr)
         return 2
-    if run(recipe, user_overrides(argv[1:])) is None:
+    summary = run(recipe, user_overrides(argv[1:]))
+    leave_process_group()  # not after a failure: the other ranks may be gone, a barrier would wait for them
+    if summary is None:
         from aha.callbacks import SIGTERM_EXIT_CODE
 
         return SIGTERM_EXIT_CODE
     return 0
+
+
+def leave_process_group() -> None:
+    """Every rank waits for the others, then tears the process group down: a rank whose interpreter exits while
+    another still saves can abort in gloo's threads ("terminate called without an active exception", exit -6)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

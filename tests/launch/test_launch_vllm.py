@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def healthy(port: int) -> bool:
 
 
 def completed_steps(text: str) -> int:
-    return text.count("'loss'")
+    """Steps the console reported (one `step N/M | ...` line each)."""
+    return len(set(re.findall(r"step (\d+)/\d+ \|", text)))
 
 
 @pytest.fixture(scope="module")
