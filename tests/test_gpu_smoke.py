@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "scripts" / "gpu"))
-import smoke  # noqa: E402
-import wheels  # noqa: E402
+import smoke
+import wheels
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
