@@ -20,7 +20,7 @@ import yaml
 
 from aha import chat, models
 from aha.recipe import missing_model_message
-from tests.helpers import REPO
+from tests.helpers import REPO, write_recipe
 
 RECIPE = REPO / "recipes" / "smollm2-135m-instruct" / "grpo-arith.yaml"
 SPEC = models.MODELS["smollm2-135m"]
@@ -154,24 +154,40 @@ def test_check_of_a_recipe_without_the_model_says_how_to_create_it(tmp_path, mon
     assert message is not None and "make model-smollm2" in message
 
 
+def completion_chars(completions, **kwargs) -> list[float]:
+    """A reward that differs between any two completions of different length: with the recipe's rewards alone a
+    1-step run of a few samples is often all zeros, which gives GRPO no advantage and the weights no update."""
+    return [len(str(c if isinstance(c, str) else c[-1]["content"])) / 100 for c in completions]
+
+
 @pytest.fixture(scope="module")
 def one_step_run(converted, tmp_path_factory) -> Path:
-    """One GRPO step of the real recipe (two completions of one prompt, 24 tokens) through `aha train`."""
-    run = tmp_path_factory.mktemp("grpo") / "run"
-    overrides = {
-        "model_name_or_path": str(converted),
-        "output_dir": str(run),
-        "max_steps": "1",
-        "num_generations": "2",
-        "per_device_train_batch_size": "2",
-        "max_completion_length": "24",
-        "learning_rate": "1e-4",
-        "warmup_steps": "0",
-        "save_strategy": "no",
-        "log_completions": "true",
-    }
-    argv = [sys.executable, "-m", "aha.cli", "train", str(RECIPE)]
-    argv += [item for key, value in overrides.items() for item in (f"--{key}", value)]
+    """One GRPO step of the real recipe (four completions of one prompt, 24 tokens) through `aha train`, with the
+    recipe's rewards plus completion_chars so the step has reward spread."""
+    folder = tmp_path_factory.mktemp("grpo")
+    run = folder / "run"
+    recipe = write_recipe(
+        folder,
+        "smollm2-135m-instruct/grpo-arith.yaml",
+        model_name_or_path=str(converted),
+        output_dir=str(run),
+        reward_funcs=[
+            "gsm8k_accuracy",
+            "aha.real_rewards:answer_number",
+            "aha.real_rewards:answer_line_accuracy",
+            "tests.real_model.test_smollm2:completion_chars",
+        ],
+        reward_weights=[1.0, 0.5, 0.5, 1.0],
+        max_steps=1,
+        num_generations=4,
+        per_device_train_batch_size=4,
+        max_completion_length=24,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        save_strategy="no",
+        log_completions=True,
+    )
+    argv = [sys.executable, "-m", "aha.cli", "train", str(recipe)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -203,7 +219,7 @@ def test_one_grpo_step_completions_follow_the_prefill(one_step_run):
     import pandas as pd
 
     table = pd.concat(pd.read_parquet(p) for p in sorted((one_step_run / "completions").glob("*.parquet")))
-    assert len(table) == 2
+    assert len(table) == 4
     prompt = str(table["prompt"].iloc[0])
     assert prompt.endswith("<|im_start|>assistant\n<think>\n")  # the prefill, rendered by the model's template
     assert not any("<|im_end|>" in str(text) for text in table["completion"])  # cut at the turn end
@@ -246,4 +262,5 @@ def test_terminal_chat_on_the_real_model(converted):
     )
     output = stdout.getvalue()
     assert code == 0
-    assert "> Tom has 3 apples" in output and "thinking:" in output  # the prefill opened the think block
+    _, _, exchange = output.partition("> Tom has 3 apples")
+    assert "answer:" in exchange and "7" in exchange  # greedy SmolLM2 works it out: "Tom has 3 + 4 = 7 apples."
