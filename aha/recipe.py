@@ -689,8 +689,17 @@ def validate(recipe: Recipe, *, require_model: bool = True) -> None:
     if launch.gpus_per_node == 0:
         if not training.use_cpu:
             raise RecipeError("use_cpu", "a CPU recipe (gpus_per_node: 0) must say `use_cpu: true`.")
-        if training.bf16 or training.fp16:
-            raise RecipeError("bf16", "CPU recipes train in float32: set `bf16: false` and `fp16: false`.")
+        if training.fp16:
+            raise RecipeError(
+                "fp16", "CPUs have no float16 fast path: set `fp16: false` (or `bf16: true` with `dtype: float32`)."
+            )
+        if training.bf16 and str(model.dtype or "float32").replace("torch.", "") not in ("float32", "auto"):
+            # bf16 autocast keeps fp32 master weights; bf16 weights on a CPU round small updates away (aha/precision)
+            raise RecipeError(
+                "bf16",
+                f"`bf16: true` on a CPU means bf16 matmuls over float32 weights, but dtype is {model.dtype}: "
+                "set `dtype: float32` (or `bf16: false`).",
+            )
     from aha.precision import lost_update_problem
 
     if recipe.launch.trainer in TRAINERS and (problem := lost_update_problem(recipe)):
