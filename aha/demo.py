@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaUserError
-from aha.recipe import RecipeError, read_yaml
+from aha.recipe import read_yaml
 from aha.run_folder import MODEL_CONFIG, RunFolder
 
 WARMUP_RECIPE = "recipes/tiny/sft-warmup.yaml"
@@ -260,10 +260,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        p = plan(args.warmup, args.grpo, args.sft)
-    except RecipeError as err:  # until RecipeError derives from aha.errors.AhaUserError, as DemoError does
-        raise DemoError(str(err)) from err
+    p = plan(args.warmup, args.grpo, args.sft)
     eval_args = [*(["--n", str(args.eval_n)] if args.eval_n else [])]
     eval_args += ["--samples", str(args.eval_samples)] if args.eval_samples is not None else []
     start = time.perf_counter()

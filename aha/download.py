@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aha.errors import AhaUserError
+
 SYNTHETIC_PREFIX = "synthetic:"
 # same rule as aha.recipe: a name ending like a data file, or with more than one "/", is a local path, never a hub id
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -47,8 +49,9 @@ LOCAL, SYNTHETIC, MISSING, WOULD_DOWNLOAD, DOWNLOADED, FAILED = (
 OK_STATUSES = (LOCAL, SYNTHETIC, WOULD_DOWNLOAD, DOWNLOADED)
 
 
-class PrefetchError(ValueError):
-    """A name is neither an existing local path, a generated dataset, nor a valid hub id."""
+class PrefetchError(AhaUserError, ValueError):
+    """Bad input to `aha download`: a recipe file that does not exist, or a name that is neither an existing local
+    path, a generated dataset, nor a valid hub id."""
 
 
 def _looks_like_path(name: str) -> bool:
@@ -248,29 +251,24 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    if not os.path.isfile(args.recipe):
-        print(
-            f"aha download: recipe file {args.recipe!r} does not exist; pass the path of a YAML recipe, "
-            "e.g. recipes/tiny/grpo-arith.yaml.",
-            file=sys.stderr,
+    if not os.path.isfile(args.recipe):  # checked before importing trl, which loading a recipe pulls in
+        raise PrefetchError(
+            f"recipe file {args.recipe!r} does not exist; pass the path of a YAML recipe, "
+            "e.g. recipes/tiny/grpo-arith.yaml."
         )
-        return 2
     from aha.recipe import load  # imported here: loading a recipe pulls in trl, which --help does not need
 
-    try:
-        # a local model folder an earlier stage builds is reported below (exit 1), not refused: the dataset is still
-        # worth fetching
-        recipe = load(args.recipe, overrides, require_model=False)
-        report = prefetch(
-            recipe.model.model_name_or_path,
-            recipe.dataset.dataset_name,
-            recipe.dataset.dataset_config,
-            dry_run=args.dry_run,
-            model_revision=recipe.model.model_revision,
-        )
-    except ValueError as err:  # RecipeError and PrefetchError: the message states the rule and the fix
-        print(f"aha download: {err}", file=sys.stderr)
-        return 2
+    # RecipeError and PrefetchError are AhaUserErrors: aha.cli prints the message and exits 2.
+    # A local model folder an earlier stage builds is reported below (exit 1), not refused: the dataset is still worth
+    # fetching.
+    recipe = load(args.recipe, overrides, require_model=False)
+    report = prefetch(
+        recipe.model.model_name_or_path,
+        recipe.dataset.dataset_name,
+        recipe.dataset.dataset_config,
+        dry_run=args.dry_run,
+        model_revision=recipe.model.model_revision,
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if report_ok(report):
         return 0
@@ -279,4 +277,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from aha.cli import main as aha_main  # bad input -> message and exit 2, as for `aha download`
+
+    sys.exit(aha_main(["download", *sys.argv[1:]]))

@@ -78,7 +78,7 @@ from aha.evaluation.scoring import (
     score_problems,
     summarize,
 )
-from aha.recipe import SYNTHETIC_PREFIX, Recipe, RecipeError, load
+from aha.recipe import SYNTHETIC_PREFIX, Recipe, load
 from aha.run_folder import (
     RunFolder,
     write_json_atomic,
@@ -424,11 +424,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        plan_ = plan(args)
-        result = run(plan_)
-    except RecipeError as err:  # until RecipeError derives from aha.errors.AhaUserError, as EvalError does
-        raise EvalError(str(err)) from err
+    plan_ = plan(args)
+    result = run(plan_)
     print_table(result, plan_.eval_file)
     return 0
 

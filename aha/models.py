@@ -30,11 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aha.errors import AhaUserError
+
 PROVENANCE_FILE = "PROVENANCE.md"
 MAKE_TARGET = "make model-smollm2"
 
 
-class ModelError(RuntimeError):
+class ModelError(AhaUserError, RuntimeError):
     """A conversion input or output is wrong; the message names the file and the command that fixes it."""
 
 

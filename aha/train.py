@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from aha.recipe import Recipe, RecipeError, load, read_yaml
+from aha.recipe import Recipe, load, read_yaml
 from aha.run_folder import TRAINER_STATE, RunFolder, override_values, write_json_atomic, write_text_atomic
 from aha.topology import process_rank, process_world_size
 
@@ -359,11 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    try:
-        recipe = load(argv[0], argv[1:], processes=world_size())
-    except RecipeError as err:
-        print(f"aha train: {argv[0]}: {err}", file=sys.stderr)
-        return 2
+    recipe = load(argv[0], argv[1:], processes=world_size())
     summary = run(recipe, user_overrides(argv[1:]))
     leave_process_group()  # not after a failure: the other ranks may be gone, a barrier would wait for them
     if summary is None:

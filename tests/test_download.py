@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aha import download
+from aha import cli, download
 from aha.download import (
     DOWNLOADED,
     FAILED,
@@ -29,6 +29,7 @@ from aha.download import (
     prefetch,
     report_ok,
 )
+from aha.errors import AhaUserError
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_MODEL = "trl-internal-testing/tiny-Qwen2ForCausalLM-2.5"
@@ -249,7 +250,7 @@ def _stub_recipe_module(monkeypatch, *, model, dataset, config=None, error=None)
 
 
 def test_main_names_a_missing_recipe_file_and_exits_2(capsys):
-    assert download.main(["recipes/nope.yaml"]) == 2
+    assert cli.main(["download", "recipes/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "'recipes/nope.yaml' does not exist" in err
     assert "e.g. recipes/tiny/grpo-arith.yaml" in err
@@ -269,14 +270,14 @@ def test_main_passes_overrides_to_the_recipe_loader_and_prints_json(no_downloads
     [
         ("./not-built", None, 1, "not everything the recipe names is available"),
         ("bad name!", None, 2, "not a valid hub id"),
-        ("org/model", ValueError("max_steps: must be >= 1"), 2, "max_steps: must be >= 1"),
+        ("org/model", AhaUserError("max_steps: must be >= 1"), 2, "max_steps: must be >= 1"),
     ],
     ids=["missing-local-path", "invalid-name", "invalid-recipe"],
 )
 def test_main_exit_codes(no_downloads, monkeypatch, capsys, model, error, code, message):
     Path("r.yaml").write_text("{}")
     _stub_recipe_module(monkeypatch, model=model, dataset=None, error=error)
-    assert download.main(["r.yaml"]) == code
+    assert cli.main(["download", "r.yaml"]) == code  # through the dispatcher, which maps user errors to exit 2
     assert message in capsys.readouterr().err
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from aha import cli
 from aha.precision import lost_update_problem, training_precision, update_fidelity, within_tolerance
-from aha.recipe import check_main, load
+from aha.recipe import load
 from tests.helpers import REPO, write_recipe
 
 RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml"))
@@ -59,7 +60,7 @@ def test_every_recipe_keeps_its_updates(recipe, fidelity):
 def test_check_refuses_only_the_combination_that_loses_updates(tmp_path, capsys, keys, verdict):
     base = REPO / "recipes" / "qwen2.5-1.5b-instruct" / "gsm8k-grpo.yaml"
     path = write_recipe(tmp_path, str(base.relative_to(REPO / "recipes")), **keys)
-    code = check_main([str(path)])
+    code = cli.main(["check", str(path)])
     err = capsys.readouterr().err
     if verdict == "refused":
         assert code == 2

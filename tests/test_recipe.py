@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aha import cli
 from aha.recipe import RecipeError, batch_rule_error, check_main, load
 from tests.helpers import REPO, write_recipe
 
@@ -75,7 +76,7 @@ BAD_RECIPES = [
 )
 def test_bad_recipe_exits_2_naming_the_key(tmp_path, capsys, base, keys, drop, key, words):
     path = write_recipe(tmp_path, base, drop=drop, **keys)
-    assert check_main([str(path)]) == 2
+    assert cli.main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert key in err
     for word in words:
@@ -83,7 +84,7 @@ def test_bad_recipe_exits_2_naming_the_key(tmp_path, capsys, base, keys, drop, k
 
 
 def test_missing_recipe_file_names_it(capsys):
-    assert check_main(["recipes/nope.yaml"]) == 2
+    assert cli.main(["check", "recipes/nope.yaml"]) == 2
     assert "recipes/nope.yaml" in capsys.readouterr().err
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from aha.recipe.parsing import load
 from aha.recipe.rules import missing_model_message
-from aha.recipe.sections import RecipeError
 
 
 def check_main(argv: list[str]) -> int:
@@ -18,11 +16,7 @@ def check_main(argv: list[str]) -> int:
         return 0 if argv else 2
     start = time.perf_counter()
     path, overrides = argv[0], argv[1:]
-    try:
-        recipe = load(path, overrides, require_model=False)
-    except RecipeError as err:
-        print(f"aha check: {path}: {err}", file=sys.stderr)
-        return 2
+    recipe = load(path, overrides, require_model=False)  # a RecipeError: aha.cli prints it and exits 2
     missing = missing_model_message(recipe.model.model_name_or_path)
     if missing:
         print(f"note: model_name_or_path: {missing} Training will need it.")
