@@ -70,6 +70,39 @@ def _gpu_count(flags: argparse.Namespace, launch, environ, slurm: bool, gpu_coun
     return launch.gpus_per_node, available, source
 
 
+def _hosts(flags: argparse.Namespace, environ: Mapping[str, str], slurm: bool, nodes: int) -> tuple[list[str], bool]:
+    """(one host name per node, whether the names are real): --hosts, then Slurm's node list, then this machine for
+    one node; placeholders node0.. otherwise."""
+    hosts_known = True
+    if flags.hosts:
+        hosts = [h for h in flags.hosts.split(",") if h]
+    elif slurm and environ.get("SLURM_JOB_NODELIST"):
+        hosts = expand_hostlist(environ["SLURM_JOB_NODELIST"])
+    elif nodes == 1:
+        hosts = [socket.gethostname()]
+    else:
+        hosts, hosts_known = [f"node{i}" for i in range(nodes)], False
+    if len(hosts) != nodes:
+        raise LaunchError("--hosts", f"names {len(hosts)} hosts for {nodes} nodes; give one host per node.")
+    return hosts, hosts_known
+
+
+def _node_rank(flags: argparse.Namespace, environ: Mapping[str, str], slurm: bool, hosts: list[str]) -> int:
+    """This node's rank: --node-rank, then Slurm's SLURM_NODEID, then this host's place in `hosts`, else 0."""
+    if flags.node_rank is not None:
+        node_rank = flags.node_rank
+    elif slurm and "SLURM_NODEID" in environ:
+        node_rank = int(environ["SLURM_NODEID"])
+    elif socket.gethostname() in hosts:
+        node_rank = hosts.index(socket.gethostname())
+    else:
+        node_rank = 0
+    nodes = len(hosts)
+    if not 0 <= node_rank < nodes:
+        raise LaunchError("--node-rank", f"{node_rank} is not a node of this {nodes}-node run; use 0..{nodes - 1}.")
+    return node_rank
+
+
 def detect(
     flags: argparse.Namespace,
     launch,
@@ -99,28 +132,8 @@ def detect(
             f"(--gpus-per-node {available} uses them and changes the global batch)"
         )
 
-    hosts_known = True
-    if flags.hosts:
-        hosts = [h for h in flags.hosts.split(",") if h]
-    elif slurm and environ.get("SLURM_JOB_NODELIST"):
-        hosts = expand_hostlist(environ["SLURM_JOB_NODELIST"])
-    elif nodes == 1:
-        hosts = [socket.gethostname()]
-    else:
-        hosts, hosts_known = [f"node{i}" for i in range(nodes)], False
-    if len(hosts) != nodes:
-        raise LaunchError("--hosts", f"names {len(hosts)} hosts for {nodes} nodes; give one host per node.")
-
-    if flags.node_rank is not None:
-        node_rank = flags.node_rank
-    elif slurm and "SLURM_NODEID" in environ:
-        node_rank = int(environ["SLURM_NODEID"])
-    elif socket.gethostname() in hosts:
-        node_rank = hosts.index(socket.gethostname())
-    else:
-        node_rank = 0
-    if not 0 <= node_rank < nodes:
-        raise LaunchError("--node-rank", f"{node_rank} is not a node of this {nodes}-node run; use 0..{nodes - 1}.")
+    hosts, hosts_known = _hosts(flags, environ, slurm, nodes)
+    node_rank = _node_rank(flags, environ, slurm, hosts)
     return Topology(
         nodes=nodes,
         gpus_per_node=gpus,

@@ -210,37 +210,8 @@ def make_plan(
 
     training = recipe.training
     use_vllm = recipe.is_grpo and bool(training.use_vllm)
-    config_path = accelerate_config_path(flags.accelerate_config or recipe.launch.accelerate_config)
-    assert config_path is not None  # LaunchArguments and the flag check validated it
-    multi_node = topology.multi_node
-    main_ip = topology.hosts[0] if multi_node else LOCAL_HOST
-    main_port = flags.main_port or (DEFAULT_MAIN_PORT if multi_node else free_port(DEFAULT_MAIN_PORT))
-    rank_overrides = [*overrides, "--num_nodes", str(topology.nodes), "--gpus_per_node", str(topology.gpus_per_node)]
-    if flags.accelerate_config:
-        rank_overrides += ["--accelerate_config", flags.accelerate_config]
     vllm_plan = _vllm_plan(recipe, topology, environ) if topology.vllm_server else None
-    if vllm_plan is not None:
-        rank_overrides += ["--vllm_server_host", vllm_plan.host, "--vllm_server_port", str(vllm_plan.port)]
-
-    machine_rank = topology.node_rank if topology.role == "trainer" else 0
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
-    command += ["--num_machines", str(topology.trainer_nodes), "--num_processes", str(topology.ranks)]
-    command += ["--machine_rank", str(machine_rank), "--main_process_port", str(main_port)]
-    if multi_node:
-        command += ["--main_process_ip", main_ip]
-    command += ["-m", "aha.train", recipe_path, *rank_overrides]
-    trainer = TrainerPlan(
-        num_machines=topology.trainer_nodes,
-        num_processes=topology.ranks,
-        cuda_visible_devices=",".join(topology.trainer_gpu_ids),
-        command=command,
-        machine_rank=machine_rank,
-        main_process_ip=main_ip,
-        main_process_port=main_port,
-        accelerate_config=str(config_path),
-        # the ranks record the user's overrides, not the plan's topology flags appended after them
-        env={**_trainer_env(recipe, topology, environ), USER_OVERRIDES_ENV: json.dumps(list(overrides))},
-    )
+    trainer = _trainer_plan(recipe, recipe_path, overrides, topology, flags, environ, vllm_plan)
     notes = list(topology.notes)
     if not topology.hosts_known:
         notes.append("multi-node outside Slurm: host names are placeholders; pass --hosts h0,h1,... to run")
@@ -261,6 +232,49 @@ def make_plan(
         precision=training_precision(recipe).how,
         idle_gpus=list(topology.idle_gpu_ids),
         notes=notes,
+    )
+
+
+def _trainer_plan(
+    recipe: Recipe,
+    recipe_path: str,
+    overrides: Sequence[str],
+    topology: Topology,
+    flags: argparse.Namespace,
+    environ: Mapping[str, str],
+    vllm_plan: VllmPlan | None,
+) -> TrainerPlan:
+    """The accelerate command over `aha.train` and its environment; the ranks get the topology (and the vLLM
+    server's address) as recipe overrides after the user's own."""
+    config_path = accelerate_config_path(flags.accelerate_config or recipe.launch.accelerate_config)
+    assert config_path is not None  # LaunchArguments and the flag check validated it
+    multi_node = topology.multi_node
+    main_ip = topology.hosts[0] if multi_node else LOCAL_HOST
+    main_port = flags.main_port or (DEFAULT_MAIN_PORT if multi_node else free_port(DEFAULT_MAIN_PORT))
+    rank_overrides = [*overrides, "--num_nodes", str(topology.nodes), "--gpus_per_node", str(topology.gpus_per_node)]
+    if flags.accelerate_config:
+        rank_overrides += ["--accelerate_config", flags.accelerate_config]
+    if vllm_plan is not None:
+        rank_overrides += ["--vllm_server_host", vllm_plan.host, "--vllm_server_port", str(vllm_plan.port)]
+
+    machine_rank = topology.node_rank if topology.role == "trainer" else 0
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
+    command += ["--num_machines", str(topology.trainer_nodes), "--num_processes", str(topology.ranks)]
+    command += ["--machine_rank", str(machine_rank), "--main_process_port", str(main_port)]
+    if multi_node:
+        command += ["--main_process_ip", main_ip]
+    command += ["-m", "aha.train", recipe_path, *rank_overrides]
+    return TrainerPlan(
+        num_machines=topology.trainer_nodes,
+        num_processes=topology.ranks,
+        cuda_visible_devices=",".join(topology.trainer_gpu_ids),
+        command=command,
+        machine_rank=machine_rank,
+        main_process_ip=main_ip,
+        main_process_port=main_port,
+        accelerate_config=str(config_path),
+        # the ranks record the user's overrides, not the plan's topology flags appended after them
+        env={**_trainer_env(recipe, topology, environ), USER_OVERRIDES_ENV: json.dumps(list(overrides))},
     )
 
 
