@@ -1,9 +1,10 @@
 """`make demo-real`: GRPO on a real pretrained model on this CPU, measured before and after.
 
-    python -m aha.real_demo                       # seed 0 -> runs/smollm2-grpo/report.md      (make demo-real)
-    python -m aha.real_demo --seed 1              # another seed -> runs/smollm2-grpo-seed1/
+    python -m aha.real_demo                       # seeds 0 and 1 side by side, one core each (make demo-real)
+    python -m aha.real_demo --seeds 0             # one seed -> runs/smollm2-grpo/report.md (seed N: -seed<N>/)
     python -m aha.real_demo --eval-n 64 --eval-samples 4
 
+Per seed:
   0. model       `aha model smollm2-135m` (converts the pinned GGUF once; a no-op afterwards)
   1. base eval   `aha eval --baseline --recipe <recipe>` into the run folder (kept when newer than the model)
   2. GRPO        `aha launch <recipe>` (max_train_minutes in the recipe caps it; a finished run is kept)
@@ -13,7 +14,8 @@
                  (answer block holding a number), the base model's last-number accuracy, entropy and the share of
                  groups whose rewards did not differ, and how many completions copy the prompt's text.
 
-Evaluations run in bfloat16 (this CPU's fast path, AMX): the same for the base and the trained model.
+Evaluations run in bfloat16 (this CPU's fast path, AMX): the same for the base and the trained model. With several
+seeds each runs in its own process (output in its run folder's demo.log), and the end prints the README's table.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aha.demo import _aha, has_model, is_fresh
+from aha.demo import _aha, _usable_cores, has_model, is_fresh
 from aha.recipe import RecipeError, read_yaml
+from aha.run_folder import RunFolder, write_json_atomic
 
 RECIPE = "recipes/smollm2-135m-instruct/grpo-arith.yaml"
 MODEL = "smollm2-135m"
-SUMMARY = "real-demo.json"
-BASELINE_SAMPLES = "samples-baseline.jsonl"
-TRAINED_SAMPLES = "samples.jsonl"
+SEEDS = (0, 1)
+PROGRESS_SECONDS = 60  # how often the side-by-side seeds report where they are
+STEP_LINE = re.compile(r"step \d+/\d+")  # the trainer's one console line per step
 EVAL_DTYPE = "bfloat16"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # the reward whose full credit is the strict format (the recipe's reward name as TRL logs it)
@@ -114,24 +117,26 @@ def training_stats(run: Path) -> dict[str, Any]:
 
 
 def summarize(run: Path) -> dict[str, Any]:
-    def metrics(name: str) -> dict[str, Any]:
-        path = run / name
+    folder = RunFolder(run)
+
+    def metrics(baseline: bool) -> dict[str, Any]:
+        path = folder.eval_file(baseline)
         return json.loads(path.read_text()).get("metrics", {}) if path.is_file() else {}
 
     summary: dict[str, Any] = {"run": str(run)}
-    for label, eval_file, samples in (
-        ("base", "eval-baseline.json", BASELINE_SAMPLES),
-        ("trained", "eval.json", TRAINED_SAMPLES),
-    ):
+    for label, baseline in (("base", True), ("trained", False)):
+        samples = folder.samples_file(baseline)
         summary[label] = {
-            **{k: metrics(eval_file).get(k) for k in ("greedy_pass@1", "pass@1", "format_greedy", "format_sampled")},
-            **(sample_stats(run / samples) if (run / samples).is_file() else {}),
+            **{k: metrics(baseline).get(k) for k in ("greedy_pass@1", "pass@1", "format_greedy", "format_sampled")},
+            **(sample_stats(samples) if samples.is_file() else {}),
         }
     summary["training"] = training_stats(run)
-    run_summary = run / "summary.json"
-    if run_summary.is_file():
-        train = json.loads(run_summary.read_text()).get("train_summary", {})
+    train = folder.summary().get("train_summary", {}) if folder.summary_file.is_file() else {}
+    if train:
         summary["train_minutes"] = round(float(train.get("train_runtime", 0.0)) / 60, 2)
+    run_summary = folder.summary() if folder.summary_file.is_file() else {}
+    summary["steps"] = run_summary.get("global_step")
+    summary["stopped_by"] = run_summary.get("stopped_by")
     return summary
 
 
@@ -151,11 +156,108 @@ def train(recipe: str, launch_args: list[str], threads: int) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aha.real_demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default=RECIPE, help="GRPO recipe (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="training seed; not 0: run folder <output_dir>-seed<N>")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=list(SEEDS),
+        help="training seeds, run side by side, one process each (default: %(default)s); seed 0 writes "
+        "<output_dir>, seed N <output_dir>-seed<N>",
+    )  # fmt: skip
     p.add_argument("--eval-n", type=int, default=100, help="held-out problems to evaluate (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=4, help="samples per problem (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads, train and eval (default: the launcher's)")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads per process, train and eval (default: the cores shared out among the seeds)",
+    )  # fmt: skip
     return p
+
+
+def run_folder(doc: dict[str, Any], seed: int) -> Path:
+    run = Path(doc["output_dir"])
+    return run.with_name(f"{run.name}-seed{seed}") if seed else run
+
+
+def run_seed(args: argparse.Namespace, doc: dict[str, Any], seed: int) -> int:
+    """The stages for one seed, in this process; each skips work already done (a rerun continues)."""
+    run, model = run_folder(doc, seed), Path(str(doc["model_name_or_path"]))
+    launch_args = ["--seed", str(seed), "--output_dir", str(run)] if seed else []
+    eval_args = ["--n", str(args.eval_n), "--samples", str(args.eval_samples), "--dtype", EVAL_DTYPE]
+    eval_args += ["--threads", str(args.threads)] if args.threads else []
+    folder, start = RunFolder(run), time.perf_counter()
+    try:
+        _aha("model", MODEL)
+        if not is_fresh(folder.eval_file(baseline=True), model):
+            _aha("eval", "--baseline", "--recipe", args.recipe, "--output", str(run), *eval_args)
+        if not has_model(run):
+            train(args.recipe, launch_args, args.threads)
+        if not is_fresh(folder.eval_file(), run):
+            _aha("eval", "--model", str(run), "--recipe", args.recipe, *eval_args)
+        _aha("report", str(run))
+    except SystemExit as stop:  # a stage failed; its own output said why
+        return int(stop.code or 1)
+    summary = {**summarize(run), "seed": seed, "wall_minutes": round((time.perf_counter() - start) / 60, 1)}
+    write_json_atomic(folder.real_demo_file, summary)
+    print(f"\ndemo-real: seed {seed} done in {summary['wall_minutes']} min; report -> {folder.report_file}", flush=True)
+    return 0
+
+
+def _last_step_line(log: Path) -> str:
+    """The newest per-step console line of a log (the trainer prints one per step), for progress while waiting."""
+    try:
+        lines = log.read_text(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return "starting"
+    return next((line.strip() for line in reversed(lines) if STEP_LINE.search(line)), "evaluating or starting")
+
+
+def run_seeds_side_by_side(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    """One `python -m aha.real_demo --seeds N` process per seed, at once; each one's output goes to its run
+    folder's demo.log (progress bars would interleave), and a line per seed per minute says where it is."""
+    threads = args.threads or max(1, _usable_cores() // len(args.seeds))
+    try:
+        _aha("model", MODEL)  # once, before the seeds start: two conversions at once would race for one folder
+    except SystemExit as stop:
+        return int(stop.code or 1)
+    children = []
+    for seed in args.seeds:
+        folder = RunFolder(run_folder(doc, seed))
+        folder.path.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "aha.real_demo", "--recipe", args.recipe, "--seeds", str(seed)]
+        command += ["--eval-n", str(args.eval_n), "--eval-samples", str(args.eval_samples), "--threads", str(threads)]
+        print(f"demo-real: seed {seed}, {threads} thread(s) -> {folder.path} (log: {folder.demo_log})", flush=True)
+        with open(folder.demo_log, "a") as log:
+            children.append((seed, folder, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+    while any(child.poll() is None for _, _, child in children):
+        time.sleep(PROGRESS_SECONDS)
+        for seed, folder, child in children:
+            state = "finished" if child.poll() is not None else _last_step_line(folder.demo_log)
+            print(f"demo-real: seed {seed}: {state}", flush=True)
+    failed = [(seed, folder) for seed, folder, child in children if child.returncode != 0]
+    for seed, folder in failed:
+        print(f"demo-real: seed {seed} failed; its output: {folder.demo_log}", file=sys.stderr)
+    print(seeds_table([json.loads(f.real_demo_file.read_text()) for _, f, _ in children if f.real_demo_file.is_file()]))
+    return 1 if failed else 0
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def seeds_table(summaries: list[dict[str, Any]]) -> str:
+    """The README's table for the seeds' real-demo.json files: base model, then each seed after training."""
+    if not summaries:
+        return ""
+    columns = [("base", summaries[0]["base"])] + [(f"seed {s['seed']}", s["trained"]) for s in summaries]
+    rows = [
+        ("strict format, sampled", lambda m: _percent(m.get("sampled", {}).get("strict_format"))),
+        ("strict format, greedy", lambda m: _percent(m.get("greedy", {}).get("strict_format"))),
+        ("accuracy (format and right), greedy pass@1", lambda m: _percent(m.get("greedy_pass@1"))),
+        ("accuracy, sampled pass@1", lambda m: _percent(m.get("pass@1"))),
+        ("last number right, sampled", lambda m: _percent(m.get("sampled", {}).get("last_number_accuracy"))),
+        ("completions copying the prompt, sampled", lambda m: _percent(m.get("sampled", {}).get("prompt_copies"))),
+    ]
+    lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |" for label, cell in rows]
+    steps = ", ".join(f"seed {s['seed']}: {s.get('steps')} steps in {s.get('train_minutes')} min" for s in summaries)
+    return "\n".join(lines) + f"\n\ntraining: {steps}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,32 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"demo-real: {err}", file=sys.stderr)
         return 2
-    run = Path(doc["output_dir"])
-    model = Path(str(doc["model_name_or_path"]))
-    launch_args = []
-    if args.seed:
-        run = run.with_name(f"{run.name}-seed{args.seed}")
-        launch_args = ["--seed", str(args.seed), "--output_dir", str(run)]
-    eval_args = ["--n", str(args.eval_n), "--samples", str(args.eval_samples), "--dtype", EVAL_DTYPE]
-    eval_args += ["--threads", str(args.threads)] if args.threads else []
-    start = time.perf_counter()
-    try:
-        _aha("model", MODEL)
-        if not is_fresh(run / "eval-baseline.json", model):
-            _aha("eval", "--baseline", "--recipe", args.recipe, "--output", str(run), *eval_args)
-        if not has_model(run):
-            train(args.recipe, launch_args, args.threads)
-        if not is_fresh(run / "eval.json", run):
-            _aha("eval", "--model", str(run), "--recipe", args.recipe, *eval_args)
-        _aha("report", str(run))
-    except SystemExit as stop:  # a stage failed; its own output said why
-        return int(stop.code or 1)
-    summary = summarize(run)
-    summary["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
-    (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print(f"\ndemo-real: done in {summary['wall_minutes']} min; report -> {run / 'report.md'}", flush=True)
-    return 0
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        print(f"demo-real: --seeds {args.seeds}: give distinct seeds >= 0, e.g. --seeds 0 1", file=sys.stderr)
+        return 2
+    if len(args.seeds) == 1:
+        return run_seed(args, doc, args.seeds[0])
+    return run_seeds_side_by_side(args, doc)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rewards._text import completion_text
+from rewards import completion_text
 
 OPEN, CLOSE = "<answer>", "</answer>"
-INTEGER = re.compile(r"[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)")
+# thousands groups only after a non-zero lead digit: "0,500" is a decimal comma, not five hundred
+INTEGER = re.compile(r"[-+]?(?:[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]+)")
 # an integer at the start of the text after the opening tag, followed by a line end, a tag or the end of the text
 LEADING_INTEGER = re.compile(r"\s*[-+]?[0-9][0-9,]{0,15}[ \t]*(?:\n|<|$)")
 MAX_ANSWER_CHARS = 32

@@ -45,6 +45,8 @@ REPORT_FILE = "report.md"
 PLOTS_SUBDIR = "plots"
 COMPARISON_FILE = "comparison.json"
 MODEL_CARD_FILE = "README.md"
+REAL_DEMO_FILE = "real-demo.json"  # `make demo-real`: the figures of its README table for this run
+DEMO_LOG_FILE = "demo.log"  # a demo stage's console output when stages run side by side
 # the model as transformers / peft save it
 MODEL_CONFIG = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # a single-file full model; also the file the CPU vLLM weight sync writes
@@ -182,6 +184,14 @@ class RunFolder:
     @property
     def model_card(self) -> Path:
         return self.path / MODEL_CARD_FILE
+
+    @property
+    def real_demo_file(self) -> Path:
+        return self.path / REAL_DEMO_FILE
+
+    @property
+    def demo_log(self) -> Path:
+        return self.path / DEMO_LOG_FILE
 
     @property
     def launch_dir(self) -> Path:

@@ -165,3 +165,31 @@ def test_a_run_stopped_by_its_time_guard_says_so_and_resumes_to_max_steps(warm_m
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["stopped_by"], summary["global_step"]) == ("max_steps", 2)
     assert "aha: trained 2 of 2 steps (reached max_steps)" in again.stdout
+
+
+def test_bf16_autocast_on_the_cpu_keeps_small_updates_and_saves_float32(warm_model, tmp_path):
+    """`bf16: true` over `dtype: float32` on a CPU: matmuls in bf16, the optimizer adds lr-sized steps to fp32 weights.
+    At lr 1e-5 a bf16 weight would round most of those steps away (aha/precision.py); here they must arrive."""
+    import torch
+    from safetensors.torch import load_file
+
+    recipe = write_recipe(
+        tmp_path,
+        "tiny/grpo-arith.yaml",
+        model_name_or_path=str(warm_model),
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=32,
+        learning_rate=1e-5,
+        bf16=True,
+        report_to=[],
+    )
+    run_aha("train", str(recipe))
+    before, after = load_file(warm_model / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    assert {tensor.dtype for tensor in after.values()} == {torch.float32}
+    moved = [name for name, tensor in after.items() if not torch.equal(tensor, before[name])]
+    assert len(moved) / len(after) > 0.9, f"only {len(moved)} of {len(after)} tensors moved"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["final_metrics"]["loss"] == summary["final_metrics"]["loss"]

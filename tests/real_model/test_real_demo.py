@@ -44,3 +44,24 @@ def test_copies_prompt_needs_a_long_verbatim_run():
     prompt = "Solve the problem. Think inside the tags, then give only the final number inside the answer tags."
     assert real_demo.copies_prompt("then give only the final number inside the answer tags.", prompt)
     assert not real_demo.copies_prompt("give only the final number: 7", prompt)
+
+
+def test_seeds_table_puts_the_base_model_beside_each_seed():
+    def figures(strict, greedy):
+        return {"greedy_pass@1": greedy, "pass@1": greedy, "sampled": {"strict_format": strict}, "greedy": {}}
+
+    summaries = [
+        {"seed": 0, "steps": 90, "train_minutes": 40.1, "base": figures(0.0, 0.0), "trained": figures(0.9, 0.2)},
+        {"seed": 1, "steps": 85, "train_minutes": 40.3, "base": figures(0.0, 0.0), "trained": figures(0.8, 0.15)},
+    ]
+    table = real_demo.seeds_table(summaries)
+    assert "| metric | base | seed 0 | seed 1 |" in table
+    assert "| strict format, sampled | 0.0% | 90.0% | 80.0% |" in table
+    assert "| accuracy (format and right), greedy pass@1 | 0.0% | 20.0% | 15.0% |" in table
+    assert "seed 1: 85 steps in 40.3 min" in table
+
+
+def test_repeated_or_negative_seeds_exit_2_before_any_work(capsys):
+    assert real_demo.main(["--seeds", "1", "1"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert real_demo.main(["--seeds", "-1"]) == 2

@@ -14,6 +14,7 @@ from aha.real_rewards import answer_line_accuracy, answer_number
         ("<think>\n13 + 9 = 22\n</think>\n<answer>22</answer>", 1.0),
         ("so it is\n<answer>\n-3\n</answer>\n", 1.0),
         ("<answer>1,000</answer>", 1.0),
+        ("<answer>0,500</answer>", 0.5),  # a decimal comma is not an integer: only the opened-on-a-number rung
         ("<answer>\n22\nLeo has 22 books.", 0.5),  # opened on a number, never closed
         ("<answer>22</answer> and more text", 0.75),  # text after the block
         ("<answer>22</answer><answer>23</answer>", 0.5),  # two blocks: no answer, but the first starts on a number
