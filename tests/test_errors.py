@@ -52,10 +52,11 @@ MISSING = "recipes/nope.yaml"
         (["check", MISSING], f"aha check: recipe file {MISSING!r} does not exist"),
         (["train", MISSING], f"aha train: recipe file {MISSING!r} does not exist"),
         (["download", MISSING], f"aha download: recipe file {MISSING!r} does not exist"),
+        (["launch", MISSING, "--dry-run"], f"aha launch: recipe file {MISSING!r} does not exist"),
         (["demo", "--grpo", MISSING], f"aha demo: recipe file {MISSING!r} does not exist"),
         (["model", "smollm2-135m", "--gguf", "nope.gguf", "--output", "{tmp}/m"], "aha model: "),
     ],
-    ids=["check", "train", "download", "demo", "model"],
+    ids=["check", "train", "download", "launch", "demo", "model"],
 )
 def test_each_verbs_bad_input_exits_2_with_its_message(tmp_path, capsys, argv, message):
     """The verbs raise their user errors; only the dispatcher turns them into a message and exit 2."""

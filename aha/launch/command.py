@@ -128,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     flags, _ = build_parser().parse_known_args(argv)
-    try:
-        plan, recipe, topology = plan_from_args(argv)
-    except (RecipeError, LaunchError) as err:
-        print(f"aha launch: {flags.recipe}: {err}", file=sys.stderr)
-        return EXIT_PREFLIGHT
+    plan, recipe, topology = plan_from_args(argv)  # RecipeError, LaunchError: aha.cli prints them and exits 2
     if flags.dry_run:
         print(plan.to_json())
         return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aha import launch
+from aha import cli, launch
 from tests.helpers import REPO, write_recipe
 from tests.launch.conftest import REWARD
 
@@ -68,7 +68,7 @@ def plan_of(capsys, *argv: str) -> dict:
 
 
 def refusal(capsys, *argv: str) -> str:
-    code = launch.main(list(argv))
+    code = cli.main(["launch", *argv])  # the dispatcher turns the launcher's user errors into exit 2
     out, err = capsys.readouterr()
     assert code == 2, f"expected exit 2, got {code}: {out[-2000:]} {err[-2000:]}"
     assert out == ""  # nothing planned, nothing printed as a plan
