@@ -62,6 +62,10 @@ QUESTION_TEMPLATES: tuple[str, ...] = (
 )
 # One worked line per step: "<name> has <before> <op> <n> = <after> <obj>."
 WORKED_LINE = "{name} has {before} {op} {n} = {after} {obj}."
+# wording "plain": the bare expression, left to right (a small pretrained model is right far more often on it)
+PLAIN_QUESTION = "What is {expression}?"
+PLAIN_WORKED_LINE = "{before} {op} {n} = {after}"
+WORDINGS = ("story", "plain")
 
 # Multiplication keeps facts small: the multiplier is 2..MAX_MULTIPLIER and the value multiplied at most MAX_FACTOR.
 MAX_MULTIPLIER = 5
@@ -152,6 +156,19 @@ def _draw_arith_key(
     return start, tuple(steps)
 
 
+def _render_plain(key: ArithKey) -> dict:
+    """The skeleton as a bare expression: "What is 13 + 9 - 4?", one worked line per step ("13 + 9 = 22")."""
+    start, steps = key
+    worked: list[str] = []
+    value = start
+    for op, n in steps:
+        after = value + n if op == "+" else value - n if op == "-" else value * n
+        worked.append(PLAIN_WORKED_LINE.format(before=value, op=op, n=n, after=after))
+        value = after
+    expression = " ".join([str(start), *(f"{op} {n}" for op, n in steps)])
+    return {"question": PLAIN_QUESTION.format(expression=expression), "answer": "\n".join(worked) + f"\n#### {value}"}
+
+
 def _render_arith(rng: random.Random, key: ArithKey) -> dict:
     name, pronoun = rng.choice(NAMES)
     obj = rng.choice(OBJECTS)
@@ -179,8 +196,13 @@ def arith_splits(
     max_ops: int,
     operators: str = "+-",
     test_share: float = 0.25,
+    wording: str = "story",
 ) -> tuple[list[dict], list[dict]]:
     """Word problems `{"question", "answer": "<one worked line per step>\\n#### <int>"}`, split train/test.
+
+    Wording: "story" (default) tells the steps as a short story ("Tom has 3 apples. He buys 4 more. ..."); "plain"
+    asks for the bare expression, evaluated left to right ("What is 3 + 4 - 2?"). Plain questions are one per
+    skeleton, so the settings allow fewer distinct rows.
 
     Numbers: the start value and every +/- operand are 1..max_number; a `*` step multiplies a value of at most
     MAX_FACTOR by 2..MAX_MULTIPLIER. Every intermediate and final value is a non-negative integer. Each problem has
@@ -198,11 +220,13 @@ def arith_splits(
         f"operators must be a non-empty subset of {OPERATORS!r}, got {operators!r}",
     )
 
+    _check(wording in WORDINGS, f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+
     def draw(rng: random.Random) -> tuple[object, dict, str]:
         key = None
         while key is None:
             key = _draw_arith_key(rng, max_number=max_number, min_ops=min_ops, max_ops=max_ops, operators=operators)
-        row = _render_arith(rng, key)
+        row = _render_plain(key) if wording == "plain" else _render_arith(rng, key)
         return key, row, row["question"]
 
     return _fill_splits(n_train=n_train, n_test=n_test, seed=seed, test_share=test_share, draw=draw, what="arithmetic")

@@ -149,3 +149,21 @@ def test_countdown_generates_10k_rows_quickly():
 )
 def test_solve_countdown_finds_exact_expressions(nums, target, solvable):
     assert (solve_countdown(nums, target) is not None) is solvable
+
+
+def test_plain_wording_asks_the_bare_expression_with_worked_lines():
+    train, test = arith_splits(n_train=400, n_test=100, seed=0, max_number=20, min_ops=1, max_ops=2, wording="plain")
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    for row in train + test:
+        match = re.fullmatch(r"What is (\d+(?: [-+] \d+)+)\?", row["question"])
+        assert match, row["question"]
+        tokens = match.group(1).split()
+        value = int(tokens[0])
+        for op, n in zip(tokens[1::2], tokens[2::2], strict=True):
+            value = value + int(n) if op == "+" else value - int(n)
+        assert row["answer"].endswith(f"\n#### {value}") and value >= 0
+
+
+def test_unknown_wording_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="wording must be one of story, plain"):
+        arith_splits(**{**ARITH, "wording": "poem"})

@@ -84,7 +84,8 @@ class DatasetArguments:
         default=None,
         metadata={
             "help": "Options of a synthetic:<task> generator: n_train, n_test, seed, and the task's difficulty "
-            "(arith: max_number, min_ops, max_ops; countdown: min_numbers, max_numbers, max_number, max_target)."
+            "(arith: max_number, min_ops, max_ops, operators, wording story|plain; countdown: min_numbers, "
+            "max_numbers, max_number, max_target)."
         },
     )
 
