@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.demo import _aha, _usable_cores, has_model, is_fresh
+from aha.real_rewards import last_number_right
 from aha.recipe import RecipeError, read_yaml
 from aha.run_folder import RunFolder, write_json_atomic
 
@@ -40,7 +41,6 @@ SEEDS = (0, 1)
 PROGRESS_SECONDS = 60  # how often the side-by-side seeds report where they are
 STEP_LINE = re.compile(r"step \d+/\d+")  # the trainer's one console line per step
 EVAL_DTYPE = "bfloat16"
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # the reward whose full credit is the strict format (the recipe's reward name as TRL logs it)
 STRICT_REWARD = "aha.real_rewards:answer_number"
 # a completion "copies the prompt" when it repeats this many consecutive words of the user or system message
@@ -75,10 +75,9 @@ def sample_stats(samples_file: Path) -> dict[str, dict[str, float | int | None]]
         for kind, completions in (("greedy", greedy), ("sampled", line.get("samples") or [])):
             for completion in completions:
                 text = str(completion.get("text", ""))
-                numbers = NUMBER.findall(text)
                 count = counts[kind]
                 count["n"] += 1
-                count["last"] += bool(numbers) and numbers[-1] == gold
+                count["last"] += last_number_right(text, gold)
                 count["strict"] += (completion.get("rewards") or {}).get(STRICT_REWARD) == 1.0
                 count["copies"] += copies_prompt(text, prompt)
     return {

@@ -41,6 +41,7 @@ LINE_CHARS = 200  # how far the first non-empty line after the tag is looked for
 THINK_CLOSE = "</think>"
 HEADING_WORDS = 8  # a heading line this many words longer than a bare number earns the floor, 0.25
 NUMBER = re.compile(r"-?[0-9][0-9,]{0,15}")
+LAST_NUMBER_CHARS = 400  # the last number is looked for in the completion's tail (a bounded scan)
 
 
 def _first_line(after: str) -> str:
@@ -67,6 +68,41 @@ def _score(text: str, think_close: bool) -> float:
         return 0.0
     words = len(line.split())
     return 0.25 + 0.25 * max(0.0, 1.0 - (words - 1) / HEADING_WORDS)
+
+
+def _gold_integer(gold: Any) -> int | None:
+    try:
+        return int(str(gold).strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def last_number_right(text: str, gold: Any) -> bool:
+    """The last number in `text` (where a reader looks for the result, tags or not) equals the integer gold."""
+    expected, numbers = _gold_integer(gold), NUMBER.findall(text[-LAST_NUMBER_CHARS:])
+    return expected is not None and bool(numbers) and int(numbers[-1].replace(",", "")) == expected
+
+
+def last_number_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:
+    """1.0 when the last number of the completion equals the gold `answer`, tags or not; None for a gold that is not
+    an integer. It pays for the computation before the format is there (the base model ends on the right number
+    about a fifth of the time on one-operation sums: docs/real-model.md), and once the answer block is the last
+    thing written it pays for the same number as the accuracy reward.
+
+    >>> last_number_accuracy(["13 + 9 = 22", "<answer>22</answer>", "22 apples, or 21", "no number"], answer="22")
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    golds = answer if isinstance(answer, list | tuple) else [answer] * len(completions or [])
+    scores: list[float | None] = []
+    for completion, gold in zip(completions if isinstance(completions, list | tuple) else [], golds, strict=False):
+        if _gold_integer(gold) is None:
+            scores.append(None)
+            continue
+        try:
+            scores.append(1.0 if last_number_right(completion_text(completion), gold) else 0.0)
+        except Exception:  # untrusted input: an unreadable completion is a wrong one, never a crashed run
+            scores.append(0.0)
+    return scores
 
 
 def answer_line_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rewards
-from aha.real_rewards import answer_line_accuracy, answer_number
+from aha.real_rewards import answer_line_accuracy, answer_number, last_number_accuracy
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,23 @@ def test_conversational_completions_and_hostile_input():
 def test_recipes_name_it_by_dotted_path():
     reward = rewards.get("aha.real_rewards:answer_number")
     assert reward(["<answer>5</answer>"], answer=["5"]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("13 + 9 = 22", 1.0),  # the computation, no tags yet
+        ("<answer>22</answer>", 1.0),
+        ("22 apples, or maybe 21", 0.0),  # the last number decides
+        ("The sum is 1,022. Oops, 22", 1.0),
+        ("twenty-two", 0.0),
+        ("", 0.0),
+        (None, 0.0),
+    ],
+)
+def test_last_number_accuracy(text, score):
+    assert last_number_accuracy([text], answer=["22"]) == [score]
+
+
+def test_last_number_accuracy_skips_a_gold_that_is_not_an_integer():
+    assert last_number_accuracy(["7", "7"], answer=["seven", "7"]) == [None, 1.0]
