@@ -281,14 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aha model: {output} exists (see {output / PROVENANCE_FILE}); --force converts again")
         return 0
     start = time.perf_counter()
-    try:
-        _require_gguf_reader(spec)
-        gguf = locate_gguf(spec, args.gguf)
-        print(f"aha model: converting {gguf} -> {output}", flush=True)
-        convert(spec, output, gguf)
-    except ModelError as err:
-        print(f"aha model: {err}", file=sys.stderr)
-        return 2
+    _require_gguf_reader(spec)  # a ModelError is bad input: aha.cli prints it and exits 2
+    gguf = locate_gguf(spec, args.gguf)
+    print(f"aha model: converting {gguf} -> {output}", flush=True)
+    convert(spec, output, gguf)
     print(f"aha model: {spec.upstream} (Q4_1 dequantized) -> {output} in {time.perf_counter() - start:.0f} s")
     return 0
 

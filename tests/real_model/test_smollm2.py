@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aha import chat, models
+from aha import chat, cli, models
 from aha.recipe import missing_model_message
 from tests.helpers import REPO, write_recipe
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct"
-    assert models.main(["smollm2-135m", "--output", str(output)]) == 0
+    assert cli.main(["model", "smollm2-135m", "--output", str(output)]) == 0
     return output
 
 
@@ -104,32 +104,32 @@ def test_generation_stops_at_the_end_of_the_turn(converted):
 
 def test_second_run_is_a_no_op(converted, capsys):
     before = _digests(converted), (converted / "model.safetensors").stat().st_mtime_ns
-    assert models.main(["smollm2-135m", "--output", str(converted)]) == 0
+    assert cli.main(["model", "smollm2-135m", "--output", str(converted)]) == 0
     assert "exists" in capsys.readouterr().out
     assert (_digests(converted), (converted / "model.safetensors").stat().st_mtime_ns) == before
 
 
 def test_conversion_is_reproducible_byte_for_byte(converted, tmp_path):
     again = tmp_path / "again"
-    assert models.main(["smollm2-135m", "--output", str(again)]) == 0
+    assert cli.main(["model", "smollm2-135m", "--output", str(again)]) == 0
     assert _digests(again) == _digests(converted)
 
 
 def test_refused_logit_check_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "check_logits", lambda *args: 0.25)
     output = tmp_path / "out"
-    assert models.main(["smollm2-135m", "--output", str(output)]) == 2
+    assert cli.main(["model", "smollm2-135m", "--output", str(output)]) == 2
     assert "logits differ" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling
 
 
 def test_bad_gguf_inputs_exit_2_naming_the_file_and_the_fix(tmp_path, capsys):
     missing = tmp_path / "absent.gguf"
-    assert models.main(["smollm2-135m", "--gguf", str(missing), "--output", str(tmp_path / "a")]) == 2
+    assert cli.main(["model", "smollm2-135m", "--gguf", str(missing), "--output", str(tmp_path / "a")]) == 2
     assert str(missing) in capsys.readouterr().err
     corrupt = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     corrupt.write_bytes(b"GGUF" + b"\0" * 1000)
-    assert models.main(["smollm2-135m", "--gguf", str(corrupt), "--output", str(tmp_path / "b")]) == 2
+    assert cli.main(["model", "smollm2-135m", "--gguf", str(corrupt), "--output", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert str(corrupt) in err and "sha256" in err and SPEC.gguf_sha256 in err
     with pytest.raises(models.ModelError, match=str(corrupt)):
@@ -144,7 +144,7 @@ def test_missing_package_names_the_make_target(monkeypatch, tmp_path, capsys):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "distribution", absent)
-    assert models.main(["smollm2-135m", "--output", str(tmp_path / "x")]) == 2
+    assert cli.main(["model", "smollm2-135m", "--output", str(tmp_path / "x")]) == 2
     assert "make model-smollm2" in capsys.readouterr().err
 
 
