@@ -107,10 +107,11 @@ def plan(warmup: str, grpo: str, sft: str) -> DemoPlan:
     )
 
 
-def _aha(*args: str) -> None:
-    """One stage: `aha <args>` in its own process (each stage sets up torch threads and memory afresh)."""
+def _aha(*args: str, who: str = "aha demo") -> None:
+    """One stage: `aha <args>` in its own process (each stage sets up torch threads and memory afresh); `who` names
+    the demo in the line that shows the command."""
     command = [sys.executable, "-m", "aha.cli", *args]
-    print(f"\naha demo: $ aha {' '.join(args)}", flush=True)
+    print(f"\n{who}: $ aha {' '.join(args)}", flush=True)
     done = subprocess.run(command)
     if done.returncode != 0:
         raise SystemExit(done.returncode)

@@ -38,6 +38,7 @@ from aha.run_folder import RunFolder, write_json_atomic
 RECIPE = "recipes/smollm2-135m-instruct/grpo-arith.yaml"
 MODEL = "smollm2-135m"
 SEEDS = (0, 1)
+WHO = "demo-real"  # how this demo names itself on the console
 PROGRESS_SECONDS = 60  # how often the side-by-side seeds report where they are
 STEP_LINE = re.compile(r"step \d+/\d+")  # the trainer's one console line per step
 EVAL_DTYPE = "bfloat16"
@@ -143,7 +144,7 @@ def train(recipe: str, launch_args: list[str], threads: int) -> None:
     """`aha launch`, or with `threads` one `aha train` process held to that many torch threads: on a machine whose
     cores other jobs share, two threads that wait on each other ran 10x slower than one (docs/real-model.md)."""
     if not threads:
-        _aha("launch", recipe, *launch_args)
+        _aha("launch", recipe, *launch_args, who=WHO)
         return
     command = [sys.executable, "-m", "aha.cli", "train", recipe, *launch_args]
     print(f"\ndemo-real: $ OMP_NUM_THREADS={threads} aha train {recipe} {' '.join(launch_args)}", flush=True)
@@ -182,14 +183,14 @@ def run_seed(args: argparse.Namespace, doc: dict[str, Any], seed: int) -> int:
     eval_args += ["--threads", str(args.threads)] if args.threads else []
     folder, start = RunFolder(run), time.perf_counter()
     try:
-        _aha("model", MODEL)
+        _aha("model", MODEL, who=WHO)
         if not is_fresh(folder.eval_file(baseline=True), model):
-            _aha("eval", "--baseline", "--recipe", args.recipe, "--output", str(run), *eval_args)
+            _aha("eval", "--baseline", "--recipe", args.recipe, "--output", str(run), *eval_args, who=WHO)
         if not has_model(run):
             train(args.recipe, launch_args, args.threads)
         if not is_fresh(folder.eval_file(), run):
-            _aha("eval", "--model", str(run), "--recipe", args.recipe, *eval_args)
-        _aha("report", str(run))
+            _aha("eval", "--model", str(run), "--recipe", args.recipe, *eval_args, who=WHO)
+        _aha("report", str(run), who=WHO)
     except SystemExit as stop:  # a stage failed; its own output said why
         return int(stop.code or 1)
     summary = {**summarize(run), "seed": seed, "wall_minutes": round((time.perf_counter() - start) / 60, 1)}
@@ -212,7 +213,8 @@ def run_seeds_side_by_side(args: argparse.Namespace, doc: dict[str, Any]) -> int
     folder's demo.log (progress bars would interleave), and a line per seed per minute says where it is."""
     threads = args.threads or max(1, _usable_cores() // len(args.seeds))
     try:
-        _aha("model", MODEL)  # once, before the seeds start: two conversions at once would race for one folder
+        # once, before the seeds start: two conversions at once would race for one folder
+        _aha("model", MODEL, who=WHO)
     except SystemExit as stop:
         return int(stop.code or 1)
     children = []
