@@ -22,7 +22,8 @@ from aha import chat, cli, models
 from aha.recipe import missing_model_message
 from tests.helpers import REPO, write_recipe
 
-RECIPE = REPO / "recipes" / "smollm2-135m-instruct" / "grpo-arith.yaml"
+RECIPE_NAME = "smollm2-135m-instruct/grpo-arith.yaml"
+RECIPE = REPO / "recipes" / RECIPE_NAME
 SPEC = models.MODELS["smollm2-135m"]
 
 
@@ -69,7 +70,7 @@ def test_converted_folder_has_fixed_tokenizer_template_and_provenance(converted)
     assert [p.name for p in converted.parent.iterdir()] == [converted.name]  # no partial folder left beside it
 
 
-def test_chat_template_renders_the_recipe_prompt_with_its_prefill(converted):
+def test_chat_template_renders_the_recipe_prompt_and_a_prefill(converted, tmp_path):
     from transformers import AutoTokenizer
 
     from aha.data import format_prompt
@@ -77,9 +78,16 @@ def test_chat_template_renders_the_recipe_prompt_with_its_prefill(converted):
 
     recipe = load(str(RECIPE), require_model=False)
     tokenizer = AutoTokenizer.from_pretrained(converted)
-    prompt = format_prompt({"question": "Tom has 3 apples. He buys 4 more."}, recipe.prompt, tokenizer)
-    assert prompt.startswith(f"<|im_start|>system\n{recipe.prompt.system_prompt}<|im_end|>\n<|im_start|>user\n")
-    assert prompt.endswith("Tom has 3 apples. He buys 4 more.<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    messages = format_prompt({"question": "What is 13 + 9?"}, recipe.prompt, tokenizer)
+    user = recipe.prompt.user_template.format(question="What is 13 + 9?")
+    assert messages == [{"role": "user", "content": user}]  # no system prompt, no prefill: TRL renders it
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # the model's template puts its own default system turn first
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert prompt.endswith(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+    prefilled = load(str(write_recipe(tmp_path, RECIPE_NAME, assistant_prefill="<think>\n")), require_model=False)
+    prompt = format_prompt({"question": "What is 13 + 9?"}, prefilled.prompt, tokenizer)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")  # the assistant turn continues the prefill
 
 
 def test_generation_stops_at_the_end_of_the_turn(converted):
@@ -162,22 +170,24 @@ def completion_chars(completions, **kwargs) -> list[float]:
 
 @pytest.fixture(scope="module")
 def one_step_run(converted, tmp_path_factory) -> Path:
-    """One GRPO step of the real recipe (four completions of one prompt, 24 tokens) through `aha train`, with the
-    recipe's rewards plus completion_chars so the step has reward spread."""
+    """One GRPO step of the real recipe (four completions of one prompt, 24 tokens, bf16 autocast over float32
+    weights as the recipe trains) through `aha train`, with the recipe's rewards plus completion_chars so the step has
+    reward spread, and a `<think>` prefill."""
     folder = tmp_path_factory.mktemp("grpo")
     run = folder / "run"
     recipe = write_recipe(
         folder,
-        "smollm2-135m-instruct/grpo-arith.yaml",
+        RECIPE_NAME,
         model_name_or_path=str(converted),
         output_dir=str(run),
         reward_funcs=[
             "gsm8k_accuracy",
+            "aha.real_rewards:last_number_accuracy",
             "aha.real_rewards:answer_number",
-            "aha.real_rewards:answer_line_accuracy",
             "tests.real_model.test_smollm2:completion_chars",
         ],
         reward_weights=[1.0, 0.5, 0.5, 1.0],
+        assistant_prefill="<think>\n",  # the recipe has none; a prefill must survive TRL's prompt handling
         max_steps=1,
         num_generations=4,
         per_device_train_batch_size=4,
