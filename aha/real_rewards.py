@@ -1,6 +1,6 @@
-"""A format reward for a pretrained model that has never seen the answer format: `answer_number`.
+"""Rewards for a pretrained model that has never seen the answer format: `answer_number`, `answer_line_accuracy`.
 
-    reward_funcs: [gsm8k_accuracy, "aha.real_rewards:answer_number"]
+    reward_funcs: [gsm8k_accuracy, "aha.real_rewards:answer_line_accuracy", "aha.real_rewards:answer_number"]
 
 It pays only for tags around real content (a number), never for tags alone, so copying the prompt's tags earns
 nothing. A ladder, because the base model never writes the whole format at first:
@@ -18,7 +18,9 @@ its samples at T=0.7 but never closes a block around a number (docs/real-model.m
 GRPO no signal to start from. A flat 0.25 for every heading stalled two runs at zero reward spread (docs).
 
 `answer_line_accuracy` is the matching accuracy: 1.0 when the last number on that first line after `<answer>` equals
-the gold `answer` column, closed block or not (gsm8k_accuracy pays only for a clean block).
+the gold `answer` column, closed block or not (gsm8k_accuracy pays only for a clean block). It needs the tag: a
+reward for the last number anywhere let the model settle on bare sums without tags (docs/real-model.md);
+`last_number_right` is that measure, kept for the evaluation's figures.
 
 Model output is untrusted: plain string scans and one anchored regex without nested repetition (linear time); any
 completion that is not text scores 0.0; nothing here raises on model output.
@@ -83,37 +85,18 @@ def last_number_right(text: str, gold: Any) -> bool:
     return expected is not None and bool(numbers) and int(numbers[-1].replace(",", "")) == expected
 
 
-def last_number_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:
-    """1.0 when the last number of the completion equals the gold `answer`, tags or not; None for a gold that is not
-    an integer. It pays for the computation before the format is there (the base model ends on the right number
-    about a fifth of the time on one-operation sums: docs/real-model.md), and once the answer block is the last
-    thing written it pays for the same number as the accuracy reward.
+def answer_line_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:
+    """1.0 when the last number on the first non-empty line after `<answer>` equals the gold `answer`, else 0.0;
+    None when the gold does not parse as an integer.
 
-    >>> last_number_accuracy(["13 + 9 = 22", "<answer>22</answer>", "22 apples, or 21", "no number"], answer="22")
-    [1.0, 1.0, 0.0, 0.0]
+    >>> answer_line_accuracy(["<answer>22</answer>", "The final number inside <answer> is 22.", "13 + 9 = 22"], "22")
+    [1.0, 1.0, 0.0]
     """
     golds = answer if isinstance(answer, list | tuple) else [answer] * len(completions or [])
     scores: list[float | None] = []
     for completion, gold in zip(completions if isinstance(completions, list | tuple) else [], golds, strict=False):
-        if _gold_integer(gold) is None:
-            scores.append(None)
-            continue
-        try:
-            scores.append(1.0 if last_number_right(completion_text(completion), gold) else 0.0)
-        except Exception:  # untrusted input: an unreadable completion is a wrong one, never a crashed run
-            scores.append(0.0)
-    return scores
-
-
-def answer_line_accuracy(completions: Any, answer: Any = None, **kwargs: Any) -> list[float | None]:
-    """1.0 when the last number on the first non-empty line after `<answer>` equals the gold `answer`, else 0.0;
-    None when the gold does not parse as an integer."""
-    golds = answer if isinstance(answer, list | tuple) else [answer] * len(completions or [])
-    scores: list[float | None] = []
-    for completion, gold in zip(completions if isinstance(completions, list | tuple) else [], golds, strict=False):
-        try:
-            expected = int(str(gold).strip().replace(",", ""))
-        except ValueError:
+        expected = _gold_integer(gold)
+        if expected is None:
             scores.append(None)
             continue
         try:

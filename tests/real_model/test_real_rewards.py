@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rewards
-from aha.real_rewards import answer_line_accuracy, answer_number, last_number_accuracy
+from aha.real_rewards import answer_line_accuracy, answer_number, last_number_right
 
 
 @pytest.mark.parametrize(
@@ -58,20 +58,16 @@ def test_recipes_name_it_by_dotted_path():
 
 
 @pytest.mark.parametrize(
-    ("text", "score"),
+    ("text", "right"),
     [
-        ("13 + 9 = 22", 1.0),  # the computation, no tags yet
-        ("<answer>22</answer>", 1.0),
-        ("22 apples, or maybe 21", 0.0),  # the last number decides
-        ("The sum is 1,022. Oops, 22", 1.0),
-        ("twenty-two", 0.0),
-        ("", 0.0),
-        (None, 0.0),
+        ("13 + 9 = 22", True),  # the computation, no tags
+        ("<answer>22</answer>", True),
+        ("22 apples, or maybe 21", False),  # the last number decides
+        ("The sum is 1,022. Oops, 22", True),
+        ("twenty-two", False),
+        ("", False),
     ],
 )
-def test_last_number_accuracy(text, score):
-    assert last_number_accuracy([text], answer=["22"]) == [score]
-
-
-def test_last_number_accuracy_skips_a_gold_that_is_not_an_integer():
-    assert last_number_accuracy(["7", "7"], answer=["seven", "7"]) == [None, 1.0]
+def test_last_number_right(text, right):
+    assert last_number_right(text, "22") is right
+    assert last_number_right(text, "not a number") is False

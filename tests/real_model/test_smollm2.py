@@ -182,7 +182,7 @@ def one_step_run(converted, tmp_path_factory) -> Path:
         output_dir=str(run),
         reward_funcs=[
             "gsm8k_accuracy",
-            "aha.real_rewards:last_number_accuracy",
+            "aha.real_rewards:answer_line_accuracy",
             "aha.real_rewards:answer_number",
             "tests.real_model.test_smollm2:completion_chars",
         ],
