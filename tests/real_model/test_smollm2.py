@@ -79,12 +79,15 @@ def test_chat_template_renders_the_recipe_prompt_and_a_prefill(converted, tmp_pa
     recipe = load(str(RECIPE), require_model=False)
     tokenizer = AutoTokenizer.from_pretrained(converted)
     messages = format_prompt({"question": "What is 13 + 9?"}, recipe.prompt, tokenizer)
-    user = recipe.prompt.user_template.format(question="What is 13 + 9?")
-    assert messages == [{"role": "user", "content": user}]  # no system prompt, no prefill: TRL renders it
+    system, user = recipe.prompt.system_prompt, recipe.prompt.user_template.format(question="What is 13 + 9?")
+    # no prefill: the conversation goes to TRL, which renders it with the model's template
+    assert messages == [{"role": "system", "content": system}, {"role": "user", "content": user}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # the model's template puts its own default system turn first
-    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
-    assert prompt.endswith(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt == (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    without_system = tokenizer.apply_chat_template(messages[1:], tokenize=False, add_generation_prompt=True)
+    assert without_system.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     prefilled = load(str(write_recipe(tmp_path, RECIPE_NAME, assistant_prefill="<think>\n")), require_model=False)
     prompt = format_prompt({"question": "What is 13 + 9?"}, prefilled.prompt, tokenizer)
     assert prompt.endswith("<|im_start|>assistant\n<think>\n")  # the assistant turn continues the prefill
