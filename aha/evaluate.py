@@ -20,8 +20,9 @@ run's CLI overrides applied), else the task's default.
 
 Scoring: the recipe's own reward functions and options score every completion (`reward` is their weighted sum, as
 in training). A completion is *correct* when the task's accuracy reward (gsm8k_accuracy or countdown_equation, with
-the recipe's options) gives it full credit; it is *formatted* when think_format (the recipe's options, else the
-default with the recipe's prefill) passes it. Metrics in eval.json:
+the recipe's options) gives it full credit; it is *formatted* when the recipe's own format reward gives it 1.0 (a
+`module:function` reward with `role = "format"`, e.g. aha.real_rewards:answer_number), else when think_format (the
+recipe's options, else the default with the recipe's prefill) passes it. Metrics in eval.json:
   greedy_pass@1       share of problems whose greedy completion is correct
   pass@1              mean share of correct samples per problem (K samples at the recipe's temperature)
   pass@k              unbiased estimate of P(at least one of k samples is correct), k = 2, 4, ..., K (Chen et al.

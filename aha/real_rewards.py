@@ -118,3 +118,7 @@ def answer_number(completions: Any, think_close: bool = False, **kwargs: Any) ->
         except Exception:  # untrusted input: an unreadable completion is a wrong one, never a crashed run
             scores.append(0.0)
     return scores
+
+
+# its full credit is the recipe's whole format: `aha eval` counts a completion as formatted when it scores 1.0 here
+answer_number.role = "format"

@@ -196,6 +196,14 @@ def test_labelled_format_rewards_use_the_strict_copy():
     assert set(scorer.rewards) == set(recipe.rewards.reward_funcs)
 
 
+def test_a_recipe_with_its_own_format_reward_is_judged_by_it():
+    """The SmolLM2 recipe has no think block: formatted means answer_number's full credit, not think_format's."""
+    recipe = load("recipes/smollm2-135m-instruct/grpo-arith.yaml", require_model=False)
+    scorer = build_scorer(recipe)
+    texts = ["7 - 4 = 3\n<answer>3</answer>", "<answer>3</answer> and more", "<think>\nx\n</think>\n<answer>3</answer>"]
+    assert scorer.format(texts) == [1.0, 0.75, 1.0]
+
+
 # --- models and prompts -------------------------------------------------------------------------------------------
 
 

@@ -202,8 +202,9 @@ def summarize(problems: Sequence[ScoredProblem], samples: int) -> dict[str, floa
 
 def build_scorer(recipe: Recipe) -> Scorer:
     """The scorer of `recipe`: its rewards with their options, the task's accuracy reward at full credit 1.0, and
-    its format reward (the strict copy when it has several, e.g. think_format@strict) or, without one, think_format
-    with the recipe's tags and prefill."""
+    its format reward: a `module:function` reward of the recipe whose function has `role = "format"` (formatted at
+    full credit 1.0), else think_format (the strict copy when it has several, e.g. think_format@strict), else
+    think_format with the recipe's tags and prefill."""
     import rewards
     from aha.aha_metrics import AhaSignals, configured_phrases
 
@@ -216,7 +217,10 @@ def build_scorer(recipe: Recipe) -> Scorer:
     answer_tag = accuracy_options.get("answer_tag", "answer")
     format_reward = rewards.names(role="format")[0]
     formats = [n for n in names if rewards.base_name(n) == format_reward]
-    if formats:
+    own_format = next((n for n in names if ":" in n and getattr(rewards.get(n), "role", None) == "format"), None)
+    if own_format is not None:  # a `module:function` reward that says it judges the layout, full credit 1.0
+        format_reward, format_options = own_format, dict(options.get(own_format, {}))
+    elif formats:
         chosen = next((n for n in formats if options.get(n, {}).get("strict")), formats[0])
         format_options = dict(options.get(chosen, {}))
     else:  # the recipe's tags (e.g. tag_count's think_tag: reasoning), continuing its prefill
