@@ -141,6 +141,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--offline-worker", nargs=2, metavar=("MODEL", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-vllm", action="store_true", help="transformers only")
+    parser.add_argument(
+        "--dtypes", nargs="*", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+        help="transformers dtypes to time (default: %(default)s; none: vLLM only)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads for transformers (default: torch's)")
     args = parser.parse_args()
     if args.offline_worker:
@@ -154,7 +158,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype in args.dtypes:
         results[f"transformers_{dtype}"] = bench_transformers(model, prompts, dtype)
         print(f"transformers {dtype}: {results[f'transformers_{dtype}']}", flush=True)
     if not args.skip_vllm:
