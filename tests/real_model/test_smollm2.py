@@ -269,11 +269,14 @@ def test_export_of_the_trained_run_reloads_and_generates(one_step_run, tmp_path)
 
 def test_terminal_chat_on_the_real_model(converted):
     stdout = io.StringIO()
-    lines = "Tom has 3 apples and buys 4 more. How many apples does he have?\nquit\n"
+    lines = "What is 3 + 4?\nquit\n"
     code = chat.main(
         [str(converted), "--recipe", str(RECIPE), "--max-new-tokens", "48"], stdin=io.StringIO(lines), stdout=stdout
     )
     output = stdout.getvalue()
     assert code == 0
-    _, _, exchange = output.partition("> Tom has 3 apples")
-    assert "answer:" in exchange and "7" in exchange  # greedy SmolLM2 works it out: "Tom has 3 + 4 = 7 apples."
+    assert 'system prompt: "Answer in this format.' in output  # the recipe's prompt, as training used it
+    _, _, exchange = output.partition("> What is 3 + 4?")
+    # greedy base SmolLM2 works it out ("3 + 4 = 7."), mostly without the answer tags (16% of greedy answers have
+    # them before training: docs/real-model.md); the turn ends at <|im_end|>, which is not shown
+    assert "3 + 4 = 7" in exchange and "<|im_end|>" not in exchange
