@@ -117,7 +117,9 @@ class Child:
             return []
         below = []
         with contextlib.suppress(psutil.NoSuchProcess):
-            below = psutil.Process(self.process.pid).children(recursive=True)
+            # the ranks only (the agent's direct children), not their own helpers: async GRPO's rollout worker is a
+            # process the rank spawned, and the rank's checkpoint (rollout_state.json) needs it alive until saved
+            below = psutil.Process(self.process.pid).children(recursive=False)
         for proc in below:  # the ranks under accelerate's agent: they save at their step end whatever the agent does
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGTERM)

@@ -83,7 +83,7 @@ def test_the_server_environment_makes_sigterm_a_no_op_and_sigint_stops_it():
         time.sleep(1.0)
         assert server.poll() is None  # still serving
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=20) != 0  # KeyboardInterrupt: the launcher's way to stop it
+        assert server.wait(timeout=60) != 0  # KeyboardInterrupt: the launcher's way to stop it (slow under load)
     finally:
         if server.poll() is None:
             server.kill()
