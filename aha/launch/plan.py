@@ -100,7 +100,10 @@ def free_port(start: int, host: str = "") -> int:
 
 
 def port_is_free(port: int, host: str = "") -> bool:
+    """Nobody listens on `port`. SO_REUSEADDR, as the vLLM server (uvicorn) binds: a port whose last connections
+    are in TIME_WAIT (a run stopped a minute ago, rerun to resume) is free for it; a listening one is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -453,6 +453,28 @@ def test_a_busy_server_port_is_refused(capsys, cpu_recipe):
     assert "already in use" in err
 
 
+def test_a_port_a_stopped_server_left_in_time_wait_is_free_for_the_rerun():
+    """Rerunning a preempted run at once must not be refused: the old server's connections linger in TIME_WAIT
+    (about a minute), which only a plain bind minds; the vLLM server binds with SO_REUSEADDR."""
+    import socket
+
+    from aha.launch.plan import port_is_free
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not port_is_free(port)  # listening: busy
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("", port))  # what the check did before
+    assert port_is_free(port)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The real command line
 
