@@ -74,9 +74,17 @@ except ImportError:
 """
 
 
+def _default_sigint() -> None:
+    """SIGINT as the launcher's children get it (the launcher handles SIGINT, so exec resets it to the default). A
+    test run started as a background job of a script (`pytest ... &`) ignores SIGINT, and a child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_server_environment_makes_sigterm_a_no_op_and_sigint_stops_it():
     env = {**os.environ, "AHA_IGNORE_SIGTERM": "1", "PYTHONPATH": str(SIGTERM_GUARD)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER_LIKE], env=env, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_LIKE], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     try:
         assert server.stdout.readline().strip() == "ready"
         server.send_signal(signal.SIGTERM)
