@@ -94,11 +94,11 @@ def test_generated_countdown_rows_have_nums_and_target():
 
 
 def test_generator_options_that_do_not_fit_name_the_key():
-    args = DatasetArguments(
-        dataset_name="synthetic:arith", dataset_task="gsm8k", dataset_generator={"n_train": 5, "difficulty": 3}
-    )
-    with pytest.raises(RecipeError, match="dataset_generator"):
-        load_rows(args, "train")
+    # refused when the recipe is read (aha check), before any row is generated
+    with pytest.raises(RecipeError, match=r"dataset_generator.*'difficulty'.*max_number"):
+        DatasetArguments(
+            dataset_name="synthetic:arith", dataset_task="gsm8k", dataset_generator={"n_train": 5, "difficulty": 3}
+        )
 
 
 def test_prefill_renders_text_that_ends_in_the_prefill(tiny_model):

@@ -58,6 +58,10 @@ BAD_RECIPES = [
     ("unknown accelerate config", GRPO, {"accelerate_config": "zero4"}, (), "accelerate_config", ["zero3"]),
     ("a time budget of no time", SFT, {"max_train_minutes": 0}, (), "max_train_minutes", ["> 0 minutes"]),
     ("sft without a target", SFT, {}, ("completion_template",), "completion_template", ["<answer>"]),
+    ("unknown generator wording", GRPO, {"dataset_generator": {"n_train": 10, "n_test": 5, "seed": 0, "max_number": 9,
+     "min_ops": 1, "max_ops": 1, "wording": "poem"}}, (), "dataset_generator", ["story, plain"]),
+    ("misspelled generator option", GRPO, {"dataset_generator": {"n_train": 10, "n_test": 5, "seed": 0,
+     "max_numbr": 9, "min_ops": 1, "max_ops": 1}}, (), "dataset_generator", ["max_numbr", "max_number"]),
     ("generator options on a hub dataset", GRPO, {"dataset_name": "openai/gsm8k"}, (), "dataset_generator",
      ["remove it"]),
     # 8 GPUs, one for vLLM: 7 ranks x 8 completions = 56 is not a multiple of 16 (open-r1 #236)

@@ -107,6 +107,7 @@ class DatasetArguments:
                     f"{self.dataset_name} needs its generator options (n_train, n_test, seed, difficulty); add a "
                     "dataset_generator mapping to the recipe.",
                 )
+            _check_generator_options(task, self.dataset_generator)
         elif self.dataset_generator is not None:
             raise RecipeError(
                 "dataset_generator", f"only applies to synthetic:<task> datasets, not {self.dataset_name!r}; remove it."
@@ -120,6 +121,25 @@ class DatasetArguments:
                     f"local path {path!r} does not exist (relative paths are taken from {os.getcwd()}); fix the "
                     "path or use a hub id such as openai/gsm8k.",
                 )
+
+
+def _check_generator_options(task: str, options: dict[str, Any]) -> None:
+    """Option names (and the arith wording) checked at `aha check`, before any row is generated or model loaded."""
+    import inspect
+
+    from aha import synthetic
+
+    make = {"arith": synthetic.arith_splits, "countdown": synthetic.countdown_splits}[task]
+    known = [name for name in inspect.signature(make).parameters]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise RecipeError("dataset_generator", f"unknown option(s) {unknown} for synthetic:{task}; it takes {known}.")
+    wording = options.get("wording", "story")
+    if task == "arith" and wording not in synthetic.WORDINGS:
+        raise RecipeError(
+            "dataset_generator",
+            f"wording {wording!r} is not one of {', '.join(synthetic.WORDINGS)}; e.g. wording: plain.",
+        )
 
 
 @dataclass
